@@ -1,0 +1,93 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Each testdata/*.bad.yaml is refused with the message in the table; a new bad file without an
+// entry fails the test, so every rejection stays documented.
+func TestBadConfigs(t *testing.T) {
+	want := map[string]string{
+		"unknown_key":       `unknown field "listen_port"`,
+		"gap_in_layers":     "layers: [platform router] is not a contiguous part of platform,gateway,router,engine",
+		"missing_upstream":  "upstream: required when the lowest layer run here is gateway",
+		"unknown_layer":     `layers: unknown layer "gpu" (want platform, gateway, router or engine)`,
+		"engine_url":        `engines[0].url: "localhost:8000" is not an http(s) URL`,
+		"engine_name_twice": `engines[1].name: "a" used twice`,
+		"store_driver":      `store.driver: unknown driver "mysql" (want sqlite or postgres)`,
+		"sim_replicas":      "sim.replicas: must be at least 1, got 0",
+		"sim_replicas_type": "cannot unmarshal string into Go struct field Sim.sim.replicas of type int",
+		"router_duration":   `invalid duration "fast"`,
+		"router_weight":     "router.weights.prefix: must not be negative, got -1",
+		"max_body":          "max_body_bytes: must be positive, got 0",
+		"gateway_rpm":       "gateway.dev_rpm: must not be negative, got -5",
+	}
+	files, err := filepath.Glob("testdata/*.bad.yaml")
+	require.NoError(t, err)
+	require.Len(t, files, len(want))
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".bad.yaml")
+		t.Run(name, func(t *testing.T) {
+			msg, ok := want[name]
+			require.True(t, ok, "no expected message for %s", f)
+			_, err := Load(f)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), msg)
+			require.True(t, strings.HasPrefix(err.Error(), "config testdata/") || strings.HasPrefix(err.Error(), "config: "), err.Error())
+		})
+	}
+}
+
+func TestGoodConfig(t *testing.T) {
+	cfg, err := Load("testdata/good.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "0.0.0.0:9000", cfg.Listen)
+	require.Equal(t, []string{LayerPlatform, LayerGateway, LayerRouter}, cfg.Layers, "external engines replace the simulated engine layer")
+	require.Equal(t, "10.0.0.8:8000", cfg.Engines[1].Name)
+	require.Equal(t, "/var/lib/strata/strata.db", cfg.Store.DSN)
+	require.Equal(t, 100*time.Millisecond, cfg.Router.ScrapeInterval.D())
+	require.Equal(t, 5.0, *cfg.Router.Weights.Prefix)
+	require.Equal(t, 1.0, *cfg.Router.Weights.Queue, "unset keys keep their defaults")
+}
+
+func TestDefaults(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", "/tmp/xdg")
+	cfg, err := Load("")
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:8080", cfg.Listen)
+	require.Equal(t, "/tmp/xdg/strata", cfg.DataDir)
+	require.Equal(t, AllLayers, cfg.Layers)
+	require.Equal(t, int64(10<<20), cfg.MaxBodyBytes)
+	require.Equal(t, 3, cfg.Sim.Replicas)
+}
+
+func TestSplitLayers(t *testing.T) {
+	cfg := Default()
+	cfg.Layers = []string{LayerPlatform, LayerGateway}
+	cfg.Upstream = "http://router:8080"
+	require.NoError(t, cfg.Finish())
+	cfg = Default()
+	cfg.Layers = []string{LayerRouter}
+	cfg.Engines = []Engine{{URL: "http://e:8000"}}
+	require.NoError(t, cfg.Finish())
+}
+
+func FuzzParse(f *testing.F) {
+	for _, p := range []string{"testdata/good.yaml", "testdata/unknown_key.bad.yaml"} {
+		b, err := os.ReadFile(p)
+		require.NoError(f, err)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg := Default()
+		if Parse(b, cfg) == nil {
+			_ = cfg.Finish()
+		}
+	})
+}
