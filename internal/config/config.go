@@ -122,7 +122,9 @@ type Router struct {
 	StaleAfter Duration `json:"stale_after"`
 	// Weights of the scorers; a weight of 0 disables a scorer.
 	Weights ScorerWeights `json:"weights"`
-	// PrefixBlockChars is the block size, in characters, of the approximate prefix scorer. Default 64.
+	// PrefixBlockChars is the block size, in characters, of the approximate prefix scorer. Default 32
+	// (about 8 tokens, half a vLLM block): small enough that a short first turn still gives the
+	// second turn of a conversation a matching block.
 	PrefixBlockChars int `json:"prefix_block_chars"`
 	// PrefixLRUBlocks is the number of prefix blocks remembered per endpoint. Default 32768.
 	PrefixLRUBlocks int `json:"prefix_lru_blocks"`
@@ -181,15 +183,15 @@ func Default() *Config {
 			HealthInterval: Duration(time.Second), ScrapeInterval: Duration(50 * time.Millisecond),
 			ScrapeTimeout: Duration(time.Second), StaleAfter: Duration(2 * time.Second),
 			Weights:          ScorerWeights{Queue: ptr(1.0), KVCache: ptr(1.0), Prefix: ptr(3.0)},
-			PrefixBlockChars: 64, PrefixLRUBlocks: 32768, MaxAttempts: 3,
+			PrefixBlockChars: 32, PrefixLRUBlocks: 32768, MaxAttempts: 3,
 		},
 	}
 }
 
-// Load reads the YAML file at path over the defaults (path "" gives the defaults), then fills
-// the derived defaults (data directory, DSN, key secret file) and validates. Errors name the
-// file and the offending key.
-func Load(path string) (*Config, error) {
+// Load reads the YAML file at path over the defaults (path "" gives the defaults), applies
+// overrides (command-line flags) in order, then fills the derived defaults (data directory, DSN,
+// key secret file) and validates. Errors name the file and the offending key.
+func Load(path string, overrides ...func(*Config)) (*Config, error) {
 	cfg := Default()
 	if path != "" {
 		b, err := os.ReadFile(path)
@@ -199,6 +201,9 @@ func Load(path string) (*Config, error) {
 		if err := Parse(b, cfg); err != nil {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
+	}
+	for _, o := range overrides {
+		o(cfg)
 	}
 	if err := cfg.Finish(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)

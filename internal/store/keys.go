@@ -1,0 +1,152 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// APIKey is a tenant's API key as stored: never the key itself, only its keyed hash.
+type APIKey struct {
+	// ID identifies the key in the CLI, logs and usage records ("key_<random>"); it is not secret.
+	ID string
+	// TenantID is the owning tenant's ID.
+	TenantID string
+	// Prefix is the visible start of the key ("sk-strata-AbCd"), shown so a person can tell keys
+	// apart; it is too short to authenticate with.
+	Prefix string
+	// Hash is HMAC-SHA-256(server secret, key): 32 bytes, unique.
+	Hash []byte
+	// CreatedAt, RevokedAt and LastUsedAt have millisecond precision; RevokedAt and LastUsedAt
+	// are zero when unset. LastUsedAt is updated at most about once a minute.
+	CreatedAt, RevokedAt, LastUsedAt time.Time
+}
+
+// Revoked reports whether the key was revoked at or before now.
+func (k *APIKey) Revoked(now time.Time) bool {
+	return !k.RevokedAt.IsZero() && !k.RevokedAt.After(now)
+}
+
+const apiKeyColumns = `id, tenant_id, prefix, hash, created_at, revoked_at, last_used_at`
+
+// CreateAPIKey inserts k. A key whose ID or hash exists gives ErrExists; an unknown tenant gives
+// ErrNotFound.
+func (s *Store) CreateAPIKey(ctx context.Context, k *APIKey) error {
+	if _, err := s.Tenant(ctx, k.TenantID); err != nil {
+		return err
+	}
+	return s.insertAPIKey(ctx, s.db, k)
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func (s *Store) insertAPIKey(ctx context.Context, db execer, k *APIKey) error {
+	_, err := db.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		k.ID, k.TenantID, k.Prefix, k.Hash, gwMillis(k.CreatedAt), gwNullMillis(k.RevokedAt), gwNullMillis(k.LastUsedAt))
+	if isUniqueViolation(err) {
+		return fmt.Errorf("store: api key %s: %w", k.ID, ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("store: create api key: %w", err)
+	}
+	return nil
+}
+
+// APIKeyByHash returns the key with the given hash and its tenant, in one query: the
+// authentication lookup. An unknown hash gives ErrNotFound. The caller still compares the hash
+// in constant time and checks RevokedAt.
+func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, *Tenant, error) {
+	var k APIKey
+	var created int64
+	var revoked, used sql.NullInt64
+	row := s.db.QueryRowContext(ctx, s.q(`SELECT t.id, t.name, t.external_id, t.rpm, t.tpm, t.models, t.created_at,
+		k.id, k.tenant_id, k.prefix, k.hash, k.created_at, k.revoked_at, k.last_used_at
+		FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.hash = ?`), hash)
+	t, err := scanTenant(row, &k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, fmt.Errorf("store: api key: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	k.CreatedAt, k.RevokedAt, k.LastUsedAt = gwFromMillis(created), gwFromNullMillis(revoked), gwFromNullMillis(used)
+	return &k, t, nil
+}
+
+// APIKey returns the key with the given ID, or ErrNotFound.
+func (s *Store) APIKey(ctx context.Context, id string) (*APIKey, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`), id)
+	if err != nil {
+		return nil, fmt.Errorf("store: api key: %w", err)
+	}
+	keys, err := scanAPIKeys(rows)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("store: api key %s: %w", id, ErrNotFound)
+	}
+	return &keys[0], nil
+}
+
+// ListAPIKeys returns the keys of the tenant with the given ID ("" = all tenants), oldest first,
+// revoked ones included.
+func (s *Store) ListAPIKeys(ctx context.Context, tenantID string) ([]APIKey, error) {
+	query, args := `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at, id`, []any(nil)
+	if tenantID != "" {
+		query, args = `SELECT `+apiKeyColumns+` FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, []any{tenantID}
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list api keys: %w", err)
+	}
+	return scanAPIKeys(rows)
+}
+
+func scanAPIKeys(rows *sql.Rows) ([]APIKey, error) {
+	defer rows.Close()
+	var out []APIKey
+	for rows.Next() {
+		var k APIKey
+		var created int64
+		var revoked, used sql.NullInt64
+		if err := rows.Scan(&k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used); err != nil {
+			return nil, fmt.Errorf("store: scan api key: %w", err)
+		}
+		k.CreatedAt, k.RevokedAt, k.LastUsedAt = gwFromMillis(created), gwFromNullMillis(revoked), gwFromNullMillis(used)
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list api keys: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeAPIKey sets the key's revoked_at to at. Revoking a revoked key is a no-op that keeps the
+// first time; an unknown ID gives ErrNotFound.
+func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`), gwMillis(at), id)
+	if err != nil {
+		return fmt.Errorf("store: revoke api key: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n > 0 {
+		return nil
+	}
+	_, err = s.APIKey(ctx, id)
+	return err
+}
+
+// TouchAPIKey records a use of the key at `at`. It only moves last_used_at forward, so
+// concurrent or late touches never move it back.
+func (s *Store) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`),
+		gwMillis(at), id, gwMillis(at))
+	if err != nil {
+		return fmt.Errorf("store: touch api key: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package store_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/strata-inference/strata/internal/config"
+	"github.com/strata-inference/strata/internal/store"
+)
+
+// responsesTestPostgres is the PostgreSQL the store suite runs against when it is reachable.
+const responsesTestPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// responsesTestStores opens the store on SQLite in a temp dir and, when reachable, on
+// PostgreSQL in a schema of its own (via search_path), so parallel runs do not collide.
+func responsesTestStores(t *testing.T) map[string]*store.Store {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]*store.Store{}
+
+	lite, err := store.Open(ctx, config.Store{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "strata.db")})
+	require.NoError(t, err)
+	t.Cleanup(func() { lite.Close() })
+	out["sqlite"] = lite
+
+	admin, err := sql.Open("pgx", responsesTestPostgres)
+	require.NoError(t, err)
+	t.Cleanup(func() { admin.Close() })
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := admin.PingContext(pctx); err != nil {
+		t.Logf("PostgreSQL at %s unreachable, running on SQLite only: %v", responsesTestPostgres, err)
+		return out
+	}
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema := "strata_responses_test_" + hex.EncodeToString(b)
+	_, err = admin.ExecContext(ctx, "CREATE SCHEMA "+schema)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+	pg, err := store.Open(ctx, config.Store{Driver: "postgres", DSN: responsesTestPostgres + "&search_path=" + schema})
+	require.NoError(t, err)
+	t.Cleanup(func() { pg.Close() })
+	out["postgres"] = pg
+	return out
+}
+
+func TestResponses(t *testing.T) {
+	for name, st := range responsesTestStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			created := time.Date(2026, 3, 1, 12, 0, 0, 123_000_000, time.UTC)
+			first := &store.ResponseRecord{
+				ID: "resp_1", Owner: "alice", SessionID: "resp_1", Model: "m", CreatedAt: created,
+				Response:   json.RawMessage(`{"id":"resp_1","object":"response"}`),
+				InputItems: json.RawMessage(`[{"type":"message","role":"user","content":[{"type":"input_text","text":"hi"}]}]`),
+				Messages:   json.RawMessage(`[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]`),
+			}
+			second := &store.ResponseRecord{
+				ID: "resp_2", Owner: "alice", PreviousResponseID: "resp_1", SessionID: "resp_1", Model: "m2",
+				CreatedAt: created.Add(time.Second), Response: json.RawMessage(`{}`), InputItems: json.RawMessage(`[]`),
+				Messages: json.RawMessage(`[]`),
+			}
+			require.NoError(t, st.PutResponse(ctx, first))
+			require.NoError(t, st.PutResponse(ctx, second))
+			require.ErrorIs(t, st.PutResponse(ctx, first), store.ErrExists)
+
+			for _, tc := range []struct {
+				name, owner, id string
+				want            *store.ResponseRecord
+			}{
+				{"own first", "alice", "resp_1", first},
+				{"own continuation", "alice", "resp_2", second},
+				{"another owner's", "bob", "resp_1", nil},
+				{"absent", "alice", "resp_9", nil},
+				{"empty owner", "", "resp_1", nil},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					got, err := st.GetResponse(ctx, tc.owner, tc.id)
+					if tc.want == nil {
+						require.ErrorIs(t, err, store.ErrNotFound)
+						return
+					}
+					require.NoError(t, err)
+					require.Equal(t, tc.want.ID, got.ID)
+					require.Equal(t, tc.want.Owner, got.Owner)
+					require.Equal(t, tc.want.PreviousResponseID, got.PreviousResponseID)
+					require.Equal(t, tc.want.SessionID, got.SessionID)
+					require.Equal(t, tc.want.Model, got.Model)
+					require.True(t, tc.want.CreatedAt.Equal(got.CreatedAt), "%s != %s", tc.want.CreatedAt, got.CreatedAt)
+					require.JSONEq(t, string(tc.want.Response), string(got.Response))
+					require.JSONEq(t, string(tc.want.InputItems), string(got.InputItems))
+					require.JSONEq(t, string(tc.want.Messages), string(got.Messages))
+				})
+			}
+
+			require.ErrorIs(t, st.DeleteResponse(ctx, "bob", "resp_1"), store.ErrNotFound, "another owner cannot delete")
+			require.NoError(t, st.DeleteResponse(ctx, "alice", "resp_1"))
+			require.ErrorIs(t, st.DeleteResponse(ctx, "alice", "resp_1"), store.ErrNotFound)
+			_, err := st.GetResponse(ctx, "alice", "resp_1")
+			require.ErrorIs(t, err, store.ErrNotFound)
+			got, err := st.GetResponse(ctx, "alice", "resp_2")
+			require.NoError(t, err, "a continuation outlives the response it continues")
+			require.Equal(t, "resp_1", got.PreviousResponseID)
+		})
+	}
+}
