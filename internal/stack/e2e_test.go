@@ -36,7 +36,7 @@ type testStack struct {
 	db    *store.Store
 }
 
-func startStack(t *testing.T, edit func(*config.Config)) *testStack {
+func startStack(t testing.TB, edit func(*config.Config)) *testStack {
 	t.Helper()
 	t.Setenv(DevKeyEnv, devKey)
 	cfg, err := config.Load("", func(c *config.Config) {

@@ -40,11 +40,11 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *APIKey) error {
 	return s.insertAPIKey(ctx, s.db, k)
 }
 
-type execer interface {
+type gwExecer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func (s *Store) insertAPIKey(ctx context.Context, db execer, k *APIKey) error {
+func (s *Store) insertAPIKey(ctx context.Context, db gwExecer, k *APIKey) error {
 	_, err := db.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		k.ID, k.TenantID, k.Prefix, k.Hash, gwMillis(k.CreatedAt), gwNullMillis(k.RevokedAt), gwNullMillis(k.LastUsedAt))
 	if isUniqueViolation(err) {
