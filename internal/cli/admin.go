@@ -71,7 +71,7 @@ func keysCmd(g *globals) *cobra.Command {
 				fmt.Fprintln(tw, "ID\tPREFIX\tTENANT\tCREATED\tLAST USED\tSTATE")
 				for _, k := range keys {
 					state := "active"
-					if k.RevokedAt != nil {
+					if !k.RevokedAt.IsZero() {
 						state = "revoked " + k.RevokedAt.UTC().Format(time.RFC3339)
 					}
 					fmt.Fprintf(tw, "%s\t%s…\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, tenants[k.TenantID],
@@ -168,7 +168,7 @@ func usageCmd(g *globals) *cobra.Command {
 				}
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "TIME\tREQUEST\tTENANT\tMODEL\tREPLICA\tPROMPT\tCACHED\tCOMPLETION\tTTFT\tDURATION\tSTATUS")
-				var p, c, o int
+				var p, c, o int64
 				for _, u := range recs {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%d\n", u.CreatedAt.UTC().Format(time.RFC3339),
 						u.RequestID, tenants[u.TenantID], u.Model, u.Endpoint, u.PromptTokens, u.CachedTokens,
@@ -185,12 +185,12 @@ func usageCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func tenantNames(ctx context.Context, a *gateway.Admin) (map[int64]string, error) {
+func tenantNames(ctx context.Context, a *gateway.Admin) (map[string]string, error) {
 	ts, err := a.ListTenants(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m := make(map[int64]string, len(ts))
+	m := make(map[string]string, len(ts))
 	for _, t := range ts {
 		m[t.ID] = t.Name
 	}
@@ -211,8 +211,8 @@ func modelsText(m []string) string {
 	return strings.Join(m, ",")
 }
 
-func timeOrDash(t *time.Time) string {
-	if t == nil {
+func timeOrDash(t time.Time) string {
+	if t.IsZero() {
 		return "-"
 	}
 	return t.UTC().Format(time.RFC3339)

@@ -99,17 +99,22 @@ func fairnessID(secret []byte, tenantID string) string {
 
 // keyFromHeaders returns the API key of a request: "Authorization: Bearer <key>" (scheme case
 // insensitive, RFC 9110 §11.1) or, when there is no Authorization header, "x-api-key: <key>".
-// It returns "" when neither carries a usable key (absent, another scheme, empty, or a value
-// with spaces or control characters, which no key has).
-func keyFromHeaders(h http.Header) string {
+// present reports whether the request carried a credential at all (an empty "Bearer " counts
+// as none, as at OpenAI); key is "" when it did not, or when the credential cannot be a key (another scheme, empty, over 256 bytes, spaces or
+// control characters), which callers answer as an incorrect key.
+func keyFromHeaders(h http.Header) (key string, present bool) {
 	if auth := h.Get("Authorization"); auth != "" {
-		scheme, cred, ok := strings.Cut(strings.TrimSpace(auth), " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") {
-			return ""
+		scheme, cred, _ := strings.Cut(strings.TrimSpace(auth), " ")
+		if !strings.EqualFold(scheme, "Bearer") {
+			return "", true
 		}
-		return plausibleKey(strings.TrimSpace(cred))
+		cred = strings.TrimSpace(cred)
+		return plausibleKey(cred), cred != ""
 	}
-	return plausibleKey(strings.TrimSpace(h.Get(HeaderAPIKey)))
+	if v := strings.TrimSpace(h.Get(HeaderAPIKey)); v != "" {
+		return plausibleKey(v), true
+	}
+	return "", false
 }
 
 func plausibleKey(k string) string {

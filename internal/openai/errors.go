@@ -47,6 +47,10 @@ type Error struct {
 	Type    string
 	Param   string
 	Code    string
+	// NumericCode renders "code" as the integer Status instead of Code: the shape of vLLM's
+	// ErrorResponse (vllm/entrypoints/openai/engine/protocol.py, ErrorInfo.code: int), used by
+	// the engine simulator so its errors match a real vLLM replica on the wire.
+	NumericCode bool
 }
 
 func (e *Error) Error() string {
@@ -142,8 +146,22 @@ func nullable(s string) *string {
 // MarshalError renders err (mapped by AsError) as the OpenAI error envelope.
 func MarshalError(err error) []byte {
 	e := AsError(err)
+	if e.NumericCode {
+		b, _ := json.Marshal(struct {
+			Error vllmErrorBody `json:"error"`
+		}{vllmErrorBody{Message: e.Message, Type: e.Type, Param: nullable(e.Param), Code: e.Status}})
+		return b
+	}
 	b, _ := json.Marshal(envelope{Error: envelopeBody{Message: e.Message, Type: e.Type, Param: nullable(e.Param), Code: nullable(e.Code)}})
 	return b
+}
+
+// vllmErrorBody is vLLM's ErrorInfo: the same fields with an integer code.
+type vllmErrorBody struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    int     `json:"code"`
 }
 
 // WriteError answers err as the OpenAI error envelope with the status AsError gives.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 )
 
 // hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1, never forwarded.
@@ -41,6 +42,10 @@ func NewUpstreamRequest(in *http.Request, body io.Reader, contentLength int64) *
 	return out
 }
 
+// relayBufs holds Relay's 32 KiB copy buffers: allocating (and zeroing) one per request was
+// most of the bytes and GC time of a pass-through (BenchmarkPassThrough in internal/platform).
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // Relay writes resp to w: headers (hop-by-hop removed), status, then the body, flushing after
 // every read so a stream reaches the client chunk by chunk. It closes resp.Body. An error after
 // the status was written can only cut the body short; it is returned for logging.
@@ -49,7 +54,9 @@ func Relay(w http.ResponseWriter, resp *http.Response) error {
 	CopyHeaders(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
 	flusher, _ := w.(http.Flusher)
-	buf := make([]byte, 32<<10)
+	bp := relayBufs.Get().(*[]byte)
+	defer relayBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {

@@ -76,9 +76,10 @@ func startStack(t testing.TB, edit func(*config.Config)) *testStack {
 	return ts
 }
 
-func (ts *testStack) client(key string, opts ...option.RequestOption) oai.Client {
-	return oai.NewClient(append([]option.RequestOption{option.WithBaseURL(ts.base + "/v1"), option.WithAPIKey(key),
+func (ts *testStack) client(key string, opts ...option.RequestOption) *oai.Client {
+	c := oai.NewClient(append([]option.RequestOption{option.WithBaseURL(ts.base + "/v1"), option.WithAPIKey(key),
 		option.WithMaxRetries(0)}, opts...)...)
+	return &c
 }
 
 // usage returns the usage record of a request id.
@@ -118,9 +119,9 @@ func TestEndToEndOpenAIClient(t *testing.T) {
 		require.Empty(t, raw.Header.Get("x-gateway-destination-endpoint-served"), "replica names do not leak to clients")
 		rec := ts.usage(t, "e2e-chat-1")
 		require.NotNil(t, rec)
-		require.Equal(t, int(resp.Usage.PromptTokens), rec.PromptTokens)
-		require.Equal(t, int(resp.Usage.CompletionTokens), rec.CompletionTokens)
-		require.Equal(t, int(resp.Usage.PromptTokensDetails.CachedTokens), rec.CachedTokens)
+		require.Equal(t, resp.Usage.PromptTokens, rec.PromptTokens)
+		require.Equal(t, resp.Usage.CompletionTokens, rec.CompletionTokens)
+		require.Equal(t, resp.Usage.PromptTokensDetails.CachedTokens, rec.CachedTokens)
 		require.Equal(t, ts.model, rec.Model)
 		require.True(t, strings.HasPrefix(rec.Endpoint, "sim-"), rec.Endpoint)
 		require.Equal(t, 200, rec.Status)
@@ -184,8 +185,8 @@ func TestEndToEndOpenAIClient(t *testing.T) {
 		require.NotEmpty(t, resp.Choices[0].Text)
 		rec := ts.usage(t, "e2e-cmpl-1")
 		require.NotNil(t, rec)
-		require.Equal(t, int(resp.Usage.PromptTokens), rec.PromptTokens)
-		require.Equal(t, int(resp.Usage.CompletionTokens), rec.CompletionTokens)
+		require.Equal(t, resp.Usage.PromptTokens, rec.PromptTokens)
+		require.Equal(t, resp.Usage.CompletionTokens, rec.CompletionTokens)
 	})
 
 	t.Run("models", func(t *testing.T) {

@@ -50,7 +50,7 @@ func TestMultiTurnPrefixAffinity(t *testing.T) {
 	c := ts.client(devKey)
 
 	sameReplica, hits := 0, 0
-	var prompt2, cached2 int
+	var prompt2, cached2 int64
 	replicas := map[string]int{}
 	for _, q := range qs {
 		id1, id2 := fmt.Sprintf("mt-%d-1", q.QuestionID), fmt.Sprintf("mt-%d-2", q.QuestionID)
@@ -73,7 +73,7 @@ func TestMultiTurnPrefixAffinity(t *testing.T) {
 		if u2.CachedTokens > 0 {
 			hits++
 		}
-		require.Equal(t, int(r2.Usage.PromptTokensDetails.CachedTokens), u2.CachedTokens)
+		require.Equal(t, r2.Usage.PromptTokensDetails.CachedTokens, u2.CachedTokens)
 		prompt2 += u2.PromptTokens
 		cached2 += u2.CachedTokens
 		require.Equal(t, u1.Endpoint, u2.Endpoint, "question %d: turn 2 must follow turn 1's replica", q.QuestionID)

@@ -72,6 +72,6 @@ func TestSplitLayersOverHTTP(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, recs, 1)
 	require.Equal(t, "split-1", recs[0].RequestID)
-	require.Equal(t, int(completion), recs[0].CompletionTokens)
+	require.Equal(t, completion, recs[0].CompletionTokens)
 	require.Contains(t, recs[0].Endpoint, "sim-", "the router's served-endpoint header crossed the process boundary")
 }

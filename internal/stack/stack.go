@@ -210,11 +210,16 @@ func (s *Stack) serve(ln net.Listener, h http.Handler) {
 func (s *Stack) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for i := len(s.servers) - 1; i >= 0; i-- {
+	// Front door first (it was started last), so in-flight requests drain while the replicas
+	// still answer; the router's loops stop before the replicas go, so it logs no false outage.
+	for i := len(s.servers) - 1; i >= len(s.sims); i-- {
 		_ = s.servers[i].Shutdown(ctx)
 	}
 	if s.cancel != nil {
 		s.cancel()
+	}
+	for i := len(s.sims) - 1; i >= 0 && i < len(s.servers); i-- {
+		_ = s.servers[i].Shutdown(ctx)
 	}
 	s.wg.Wait()
 	for _, sm := range s.sims {

@@ -1,0 +1,381 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/strata-inference/strata/internal/openai"
+)
+
+// job is the engine work of one HTTP request: one sequence per prompt, sharing one notify
+// channel that the engine signals after every change.
+type job struct {
+	seqs   []*sequence
+	notify chan struct{}
+}
+
+// newJob plans the answer of every prompt and builds its sequences.
+func (s *Server) newJob(id string, prompts [][]int, limits []int, req *genRequest) *job {
+	j := &job{notify: make(chan struct{}, 1)}
+	for i, p := range prompts {
+		plan := s.tok.planOutput(s.cfg.Seed, p, genParams{limit: limits[i], minTokens: req.MinTokens,
+			ignoreEOS: req.IgnoreEOS, seed: req.Seed})
+		j.seqs = append(j.seqs, newSequence(id+"-"+strconv.Itoa(i), p, plan.tokens, plan.reason, j.notify))
+	}
+	return j
+}
+
+// await waits until every sequence of j finished. When ctx ends first, the sequences are aborted.
+func (s *Server) await(ctx context.Context, j *job) ([]progressView, error) {
+	views := make([]progressView, len(j.seqs))
+	for {
+		all := true
+		for i, q := range j.seqs {
+			views[i] = q.progress.view()
+			if views[i].err != nil {
+				return nil, views[i].err
+			}
+			all = all && views[i].finished
+		}
+		if all {
+			return views, nil
+		}
+		select {
+		case <-j.notify:
+		case <-ctx.Done():
+			s.abort(j.seqs)
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+	req, err := s.readRequest(r)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	msgs, err := parseMessages(req.Messages)
+	if err == nil {
+		err = s.checkModel(req)
+	}
+	if err == nil {
+		err = req.checkSampling()
+	}
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	addGen := req.AddGenerationPrompt == nil || *req.AddGenerationPrompt
+	prompt := s.tok.encode(renderChat(msgs, addGen))
+	limit, err := s.checkLength(req, len(prompt))
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	id := "chatcmpl-" + requestID(r)
+	j := s.newJob(id, [][]int{prompt}, []int{limit}, req)
+	if err := s.submit(j.seqs); err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	role := "assistant"
+	if !addGen {
+		role = msgs[len(msgs)-1].Role
+	}
+	created := s.clk.Now().Unix()
+	if req.Stream {
+		s.streamChat(w, r, req, j, id, created, role)
+		return
+	}
+	views, err := s.await(r.Context(), j)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	q, v := j.seqs[0], views[0]
+	writeJSON(w, chatCompletion{
+		ID: id, Object: "chat.completion", Created: created, Model: s.cfg.Model,
+		Choices: []chatChoice{{
+			Message:      chatMessage{Role: role, Content: s.tok.detokenize(q.output()[:v.generated]), ToolCalls: []any{}},
+			FinishReason: v.reason,
+		}},
+		Usage: newUsage(q.promptLen, v.generated, v.cached),
+	})
+}
+
+// streamChat writes a chat completion stream as vLLM's chat_completion_stream_generator does:
+// a first chunk with the role (sent with the first token, after prefill), one chunk per token
+// (the last one carrying finish_reason), the usage chunk when stream_options.include_usage, and
+// "data: [DONE]".
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *genRequest, j *job, id string, created int64, role string) {
+	sse := startStream(w)
+	includeUsage, continuous := req.usage()
+	q := j.seqs[0]
+	out := q.output()
+	chunk := func(choice any, completion int) chatChunk {
+		c := chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.cfg.Model, Choices: []any{choice}}
+		if continuous {
+			c.Usage = &usageInfo{PromptTokens: q.promptLen, CompletionTokens: completion, TotalTokens: q.promptLen + completion}
+		}
+		return c
+	}
+	sent, started, finished := 0, false, false
+	var last progressView
+	for !finished {
+		v := q.progress.view()
+		if v.err != nil {
+			streamError(sse, v.err)
+			return
+		}
+		if !started && (v.generated > 0 || v.finished) {
+			started = true
+			empty := ""
+			if sse.JSON(chunk(chatStreamChoice{Delta: chatDelta{Role: role, Content: &empty}}, 0)) != nil {
+				s.abort(j.seqs)
+				return
+			}
+		}
+		for sent < v.generated || (v.finished && !finished) {
+			text := ""
+			if sent < v.generated {
+				text = s.tok.text[out[sent]]
+				sent++
+			}
+			var choice any = chatStreamChoice{Delta: chatDelta{Content: &text}}
+			if v.finished && sent == v.generated {
+				reason := v.reason
+				choice = chatStreamFinalChoice{chatStreamChoice: chatStreamChoice{Delta: chatDelta{Content: &text}, FinishReason: &reason}}
+				finished = true
+			}
+			if sse.JSON(chunk(choice, sent)) != nil {
+				s.abort(j.seqs)
+				return
+			}
+		}
+		last = v
+		if finished {
+			break
+		}
+		select {
+		case <-j.notify:
+		case <-r.Context().Done():
+			s.abort(j.seqs)
+			return
+		}
+	}
+	if includeUsage {
+		_ = sse.JSON(chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.cfg.Model,
+			Choices: []any{}, Usage: newUsage(q.promptLen, last.generated, last.cached)})
+	}
+	_ = sse.Done()
+}
+
+func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
+	req, err := s.readRequest(r)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	inputs, err := parsePrompt(req.Prompt)
+	if err == nil {
+		err = s.checkModel(req)
+	}
+	if err == nil {
+		err = req.checkSampling()
+	}
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	prompts := make([][]int, len(inputs))
+	limits := make([]int, len(inputs))
+	for i, in := range inputs {
+		p := in.tokens
+		if in.isText {
+			p = s.tok.encodePrompt(in.text, req.addSpecialTokens())
+		}
+		for _, id := range p {
+			if id < 0 || id >= vocabSize {
+				openai.WriteError(w, badRequest("", "Token id %d is out of vocabulary", id))
+				return
+			}
+		}
+		if limits[i], err = s.checkLength(req, len(p)); err != nil {
+			openai.WriteError(w, err)
+			return
+		}
+		prompts[i] = p
+	}
+	id := "cmpl-" + requestID(r)
+	j := s.newJob(id, prompts, limits, req)
+	if err := s.submit(j.seqs); err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	created := s.clk.Now().Unix()
+	if req.Stream {
+		s.streamCompletions(w, r, req, j, id, created)
+		return
+	}
+	views, err := s.await(r.Context(), j)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	resp := completion{ID: id, Object: "text_completion", Created: created, Model: s.cfg.Model}
+	var promptTokens, completionTokens, cached int
+	for i, q := range j.seqs {
+		v := views[i]
+		reason := v.reason
+		resp.Choices = append(resp.Choices, completionFinalChoice{completionChoice: completionChoice{
+			Index: i, Text: s.tok.detokenize(q.output()[:v.generated]), FinishReason: &reason}})
+		promptTokens += q.promptLen
+		completionTokens += v.generated
+		cached += v.cached
+	}
+	resp.Usage = newUsage(promptTokens, completionTokens, cached)
+	writeJSON(w, resp)
+}
+
+// streamCompletions writes a completions stream as vLLM's completion_stream_generator does: one
+// chunk per token per prompt (choice index = prompt index), the last one of each prompt carrying
+// finish_reason, then the usage chunk when requested, then "data: [DONE]".
+func (s *Server) streamCompletions(w http.ResponseWriter, r *http.Request, req *genRequest, j *job, id string, created int64) {
+	sse := startStream(w)
+	includeUsage, continuous := req.usage()
+	sent := make([]int, len(j.seqs))
+	done := make([]bool, len(j.seqs))
+	views := make([]progressView, len(j.seqs))
+	remaining := len(j.seqs)
+	for remaining > 0 {
+		for i, q := range j.seqs {
+			if done[i] {
+				continue
+			}
+			v := q.progress.view()
+			views[i] = v
+			if v.err != nil {
+				streamError(sse, v.err)
+				s.abort(j.seqs)
+				return
+			}
+			out := q.output()
+			for sent[i] < v.generated || (v.finished && !done[i]) {
+				text := ""
+				if sent[i] < v.generated {
+					text = s.tok.text[out[sent[i]]]
+					sent[i]++
+				}
+				c := completionChoice{Index: i, Text: text}
+				if v.finished && sent[i] == v.generated {
+					reason := v.reason
+					c.FinishReason = &reason
+					done[i] = true
+					remaining--
+				}
+				ch := completionChunk{ID: id, Object: "text_completion", Created: created, Model: s.cfg.Model,
+					Choices: []completionChoice{c}}
+				if continuous {
+					ch.Usage = &usageInfo{PromptTokens: q.promptLen, CompletionTokens: sent[i], TotalTokens: q.promptLen + sent[i]}
+				}
+				if sse.JSON(ch) != nil {
+					s.abort(j.seqs)
+					return
+				}
+			}
+		}
+		if remaining == 0 {
+			break
+		}
+		select {
+		case <-j.notify:
+		case <-r.Context().Done():
+			s.abort(j.seqs)
+			return
+		}
+	}
+	if includeUsage {
+		var promptTokens, completionTokens, cached int
+		for i, q := range j.seqs {
+			promptTokens += q.promptLen
+			completionTokens += views[i].generated
+			cached += views[i].cached
+		}
+		_ = sse.JSON(completionChunk{ID: id, Object: "text_completion", Created: created, Model: s.cfg.Model,
+			Choices: []completionChoice{}, Usage: newUsage(promptTokens, completionTokens, cached)})
+	}
+	_ = sse.Done()
+}
+
+// handleTokenize is vLLM's POST /tokenize: {"prompt": text} or {"messages": [...]} in, then
+// {"count","max_model_len","tokens","token_strs"} out.
+func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
+	req, err := s.readRequest(r)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	var text string
+	addBOS := false
+	switch {
+	case present(req.Messages):
+		var msgs []openai.Message
+		if msgs, err = parseMessages(req.Messages); err == nil {
+			text = renderChat(msgs, req.AddGenerationPrompt == nil || *req.AddGenerationPrompt)
+		}
+	case present(req.Prompt):
+		if json.Unmarshal(req.Prompt, &text) != nil {
+			err = validationError("string_type", "'prompt'", "Input should be a valid string")
+		}
+		addBOS = req.addSpecialTokens()
+	default:
+		err = validationError("missing", "'prompt'", "Field required")
+	}
+	if err == nil {
+		err = s.checkModel(req)
+	}
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	tokens := s.tok.encodePrompt(text, addBOS)
+	resp := tokenizeResponse{Count: len(tokens), MaxModelLen: s.cfg.MaxModelLen, Tokens: tokens}
+	if req.ReturnTokenStrs {
+		resp.TokenStrs = make([]string, len(tokens))
+		for i, id := range tokens {
+			resp.TokenStrs[i] = s.tok.tokenString(id)
+		}
+	}
+	writeJSON(w, resp)
+}
+
+// startStream sends the event-stream headers at once, as vLLM's StreamingResponse does before
+// the first token, so a client sees the stream start before prefill ends.
+func startStream(w http.ResponseWriter) *openai.SSEWriter {
+	sse := openai.NewSSEWriter(w)
+	w.WriteHeader(http.StatusOK)
+	sse.Flush()
+	return sse
+}
+
+// streamError ends a started stream with vLLM's error event and [DONE].
+func streamError(sse *openai.SSEWriter, err error) {
+	_ = sse.Data(openai.MarshalError(err))
+	_ = sse.Done()
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		openai.WriteError(w, fmt.Errorf("sim: encode response: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,51 @@
+package sim
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestLookupProfiles(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"H100-SXM", "H100-SXM"}, {"h100", "H100-SXM"}, {"NVIDIA H100-SXM5", "H100-SXM"},
+		{"A100-80GB", "A100-80GB"}, {"h200", "H200"}, {"L40S", "L40S"},
+	} {
+		g, err := LookupGPU(tc.name)
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.want, g.Name)
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"meta-llama/Llama-3.1-8B-Instruct", "Llama-3.1-8B"}, {"meta-llama/Meta-Llama-3-8B-Instruct", "Llama-3.1-8B"},
+		{"llama-3.1-8b", "Llama-3.1-8B"}, {"Qwen/Qwen3-8B", "Qwen3-8B"},
+	} {
+		m, err := LookupModel(tc.name)
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.want, m.Name)
+	}
+	_, err := LookupGPU("TPU-v5")
+	require.ErrorContains(t, err, `unknown GPU "TPU-v5"`)
+	_, err = LookupModel("gpt-4o")
+	require.ErrorContains(t, err, `unknown model "gpt-4o"`)
+}
+
+// TestStepTimeRoofline checks the model's arithmetic on Llama-3.1-8B / H100-SXM (these are
+// properties of the formula, not measurements).
+func TestStepTimeRoofline(t *testing.T) {
+	g, _ := LookupGPU("H100-SXM")
+	m, _ := LookupModel("llama-3.1-8b")
+	tm := NewTiming(g, m)
+	require.Equal(t, 131072.0, m.KVBytesPerToken(), "2 * 32 layers * 8 KV heads * 128 * 2 bytes")
+
+	itl := tm.StepTime(0, 1, 1000)
+	require.InDelta(t, 7.04e-3, itl.Seconds(), 0.1e-3, "batch-1 decode: weights / (3.35 TB/s * 0.8) + 1 ms")
+	prefill := tm.StepTime(1000, 0, 1000)
+	require.InDelta(t, 39.5e-3, prefill.Seconds(), 0.5e-3, "1000-token prefill: 16 TFLOP at 495 TFLOP/s + weights read")
+
+	require.Greater(t, tm.StepTime(2000, 0, 2000), prefill, "prefill grows with tokens")
+	require.Greater(t, tm.StepTime(0, 64, 64*2000), itl, "decode grows with the KV read")
+	big := tm.StepTime(0, 4096, 4096)
+	require.Greater(t, big, 60*time.Millisecond, "a huge decode batch turns compute-bound")
+	require.Equal(t, tm.StepOverhead, tm.StepTime(0, 0, 0))
+}

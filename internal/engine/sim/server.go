@@ -1,0 +1,341 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/utils/clock"
+
+	"github.com/strata-inference/strata/internal/config"
+	"github.com/strata-inference/strata/internal/openai"
+)
+
+// maxBodyBytes bounds a request body read by the simulator (the stack's front door limits it
+// further).
+const maxBodyBytes = 32 << 20
+
+// Server is one simulated vLLM replica: vLLM's OpenAI-compatible HTTP surface over a simulated
+// engine core (continuous batching, paged KV cache with prefix caching, roofline step timing)
+// advanced by the injected clock. It serves
+//
+//	POST /v1/chat/completions, POST /v1/completions   (stream and non-stream)
+//	GET  /v1/models, GET /health, GET /metrics, POST /tokenize
+//
+// in vLLM's wire formats. A Server is safe for concurrent use; Close stops it.
+type Server struct {
+	cfg     config.Sim
+	name    string
+	clk     clock.Clock
+	scale   float64
+	tok     *tokenizerSet
+	created int64
+
+	registry *prometheus.Registry
+	metrics  *vllmMetrics
+	simStats *simMetrics
+	metricsH http.Handler
+
+	mu     sync.Mutex // guards core and closed
+	core   *core
+	closed bool
+
+	kick      chan struct{}
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// New starts a simulated replica named name serving cfg.Model on a cfg.GPU profile. clk drives
+// every delay (a fake clock gives virtual time); every modelled delay is multiplied by
+// *cfg.TimeScale (nil means 1; 0 answers without waiting). The replica's vLLM metrics live on
+// its own registry, served at /metrics; Strata's strata_engine_sim_* metrics of the step loop
+// are registered on reg (may be nil) with the label replica=name.
+//
+// Errors: an unknown model or GPU profile, an invalid cache shape (a KV cache that cannot hold
+// one max_model_len request), or a metric registration conflict on reg.
+func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer) (*Server, error) {
+	if clk == nil {
+		return nil, errors.New("sim: nil clock")
+	}
+	gpu, err := LookupGPU(cfg.GPU)
+	if err != nil {
+		return nil, err
+	}
+	model, err := LookupModel(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.BlockSize < 1:
+		return nil, fmt.Errorf("sim: block_size must be positive, got %d", cfg.BlockSize)
+	case cfg.MaxModelLen < 2:
+		return nil, fmt.Errorf("sim: max_model_len must be at least 2, got %d", cfg.MaxModelLen)
+	case cfg.MaxNumSeqs < 1:
+		return nil, fmt.Errorf("sim: max_num_seqs must be positive, got %d", cfg.MaxNumSeqs)
+	case cfg.MaxOutputTokens < 1:
+		return nil, fmt.Errorf("sim: max_output_tokens must be positive, got %d", cfg.MaxOutputTokens)
+	case cfg.TimeScale != nil && *cfg.TimeScale < 0:
+		return nil, fmt.Errorf("sim: time_scale must not be negative, got %g", *cfg.TimeScale)
+	}
+	// vLLM refuses to start when the KV cache cannot hold one request of max_model_len tokens
+	// (vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory); so does the simulator, or
+	// such a request would wait forever. One block is the null block.
+	if need := (cfg.MaxModelLen + cfg.BlockSize - 1) / cfg.BlockSize; cfg.NumGPUBlocks-1 < need {
+		return nil, fmt.Errorf("sim: num_gpu_blocks %d cannot hold one request of max_model_len %d (needs %d blocks of %d tokens plus the null block)",
+			cfg.NumGPUBlocks, cfg.MaxModelLen, need, cfg.BlockSize)
+	}
+	tok, err := loadTokenizer()
+	if err != nil {
+		return nil, err
+	}
+	simStats, err := newSimMetrics(reg, name)
+	if err != nil {
+		return nil, fmt.Errorf("sim: register metrics: %w", err)
+	}
+	scale := 1.0
+	if cfg.TimeScale != nil {
+		scale = *cfg.TimeScale
+	}
+	registry := prometheus.NewRegistry()
+	s := &Server{
+		cfg: cfg, name: name, clk: clk, scale: scale, tok: tok, created: clk.Now().Unix(),
+		registry: registry,
+		metrics:  newVLLMMetrics(registry, cfg.Model, cfg.MaxModelLen, cacheConfigInfo(cfg.BlockSize, cfg.NumGPUBlocks)),
+		simStats: simStats,
+		metricsH: promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
+		core: newCore(coreConfig{numBlocks: cfg.NumGPUBlocks, blockSize: cfg.BlockSize, maxNumSeqs: cfg.MaxNumSeqs,
+			maxBatchedTokens: defaultMaxNumBatchedTokens, timing: NewTiming(gpu, model), hashSeed: DefaultHashSeed}),
+		kick: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	s.wg.Add(1)
+	go s.run()
+	return s, nil
+}
+
+// Close stops the step loop and fails the requests still in the engine (their clients get a
+// 503, or an error event when streaming). It is idempotent.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.wg.Wait()
+		s.mu.Lock()
+		s.closed = true
+		s.core.failAll(errEngineClosed)
+		s.mu.Unlock()
+	})
+}
+
+// Registry is the replica's own Prometheus registry, the one /metrics serves.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// run is the step loop: schedule a step, wait its modelled duration on the clock, complete it.
+// Steps follow each other on the clock's timeline: a busy engine starts a step at the previous
+// one's end, not when the loop happened to wake up, so goroutine wake-up jitter does not make
+// it fall behind its clock (the lag is measured in strata_engine_sim_lag_seconds).
+func (s *Server) run() {
+	defer s.wg.Done()
+	var cursor time.Time
+	busy := false
+	for {
+		s.mu.Lock()
+		start := s.clk.Now()
+		if busy && cursor.Before(start) {
+			start = cursor
+		}
+		plan := s.core.schedule(start)
+		s.recordLocked()
+		if plan == nil {
+			s.mu.Unlock()
+			busy = false
+			select {
+			case <-s.kick:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		dur := plan.duration
+		s.mu.Unlock()
+
+		s.simStats.steps.Inc()
+		s.simStats.stepTime.Observe(dur.Seconds())
+		deadline := start.Add(time.Duration(float64(dur) * s.scale))
+		if wait := deadline.Sub(s.clk.Now()); wait > 0 {
+			t := s.clk.NewTimer(wait)
+			select {
+			case <-t.C():
+			case <-s.done:
+				t.Stop()
+				return
+			}
+		}
+		if s.scale > 0 {
+			s.simStats.lag.Observe(max(0, s.clk.Since(deadline).Seconds()))
+		}
+		s.mu.Lock()
+		s.core.complete(plan, deadline)
+		s.recordLocked()
+		s.mu.Unlock()
+		cursor, busy = deadline, true
+	}
+}
+
+// recordLocked moves the core's statistics into the metrics. s.mu is held.
+func (s *Server) recordLocked() {
+	st := &s.core.stats
+	s.metrics.record(st, len(s.core.running), len(s.core.waiting), s.core.kv.usage())
+	st.reset()
+}
+
+func (s *Server) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// submit queues seqs in the engine.
+func (s *Server) submit(seqs []*sequence) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errEngineClosed
+	}
+	now := s.clk.Now()
+	for _, q := range seqs {
+		s.core.add(q, now)
+	}
+	s.metrics.waiting.Set(float64(len(s.core.waiting)))
+	s.wake()
+	return nil
+}
+
+// abort drops seqs whose client went away.
+func (s *Server) abort(seqs []*sequence) {
+	s.mu.Lock()
+	for _, q := range seqs {
+		s.core.abort(q)
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+// ServeHTTP serves vLLM's OpenAI-compatible API. Errors are vLLM's ErrorResponse JSON.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			// Never a panic to the client; the detail-free 500 is all it sees.
+			openai.WriteError(w, fmt.Errorf("sim: panic: %v", v))
+		}
+	}()
+	route := func(method string, h func(http.ResponseWriter, *http.Request)) {
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			openai.WriteError(w, errMethod)
+			return
+		}
+		h(w, r)
+	}
+	switch r.URL.Path {
+	case openai.PathChatCompletions:
+		route(http.MethodPost, s.handleChat)
+	case openai.PathCompletions:
+		route(http.MethodPost, s.handleCompletions)
+	case openai.PathModels:
+		route(http.MethodGet, s.handleModels)
+	case "/health":
+		route(http.MethodGet, s.handleHealth)
+	case "/metrics":
+		route(http.MethodGet, s.metricsH.ServeHTTP)
+	case "/tokenize":
+		route(http.MethodPost, s.handleTokenize)
+	default:
+		openai.WriteError(w, errNotFound)
+	}
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, modelList{Object: "list", Data: []modelCard{{
+		ID: s.cfg.Model, Object: "model", Created: s.created, OwnedBy: "vllm", Root: s.cfg.Model,
+		MaxModelLen: s.cfg.MaxModelLen,
+		Permission: []modelPermission{{
+			ID: "modelperm-" + randomID(), Object: "model_permission", Created: s.created,
+			AllowSampling: true, AllowLogprobs: true, AllowView: true, Organization: "*",
+		}},
+	}}})
+}
+
+// readRequest reads and decodes the body and checks the model, in vLLM's order: body
+// validation first, then the model.
+func (s *Server) readRequest(r *http.Request) (*genRequest, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBodyBytes))
+	if err != nil {
+		return nil, err
+	}
+	req, err := parseRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+func (s *Server) checkModel(req *genRequest) error {
+	if req.Model != nil && *req.Model != "" && *req.Model != s.cfg.Model {
+		return modelNotFound(*req.Model)
+	}
+	return nil
+}
+
+// checkLength applies vLLM's context-length checks (OpenAIServing._validate_input) and returns
+// the output limit of a prompt of n tokens.
+func (s *Server) checkLength(req *genRequest, n int) (int, error) {
+	maxLen := s.cfg.MaxModelLen
+	if n == 0 {
+		return 0, errEmptyPrompt
+	}
+	if n >= maxLen {
+		return 0, badRequest("input_tokens", "This model's maximum context length is %d tokens. However, your request has %d input tokens. Please reduce the length of the input messages.", maxLen, n)
+	}
+	if mt := req.maxTokens(); mt != nil {
+		if n+*mt > maxLen {
+			return 0, badRequest("max_tokens", "'max_tokens' or 'max_completion_tokens' is too large: %d. This model's maximum context length is %d tokens and your request has %d input tokens (%d > %d - %d).",
+				*mt, maxLen, n, *mt, maxLen, n)
+		}
+		return *mt, nil
+	}
+	return min(s.cfg.MaxOutputTokens, maxLen-n), nil
+}
+
+// requestID is vLLM's base request id: the X-Request-Id header when present, else a random hex
+// uuid (vllm/entrypoints/openai/engine/serving.py _base_request_id).
+func requestID(r *http.Request) string {
+	if id := r.Header.Get(openai.HeaderRequestID); id != "" {
+		return id
+	}
+	return randomID()
+}
+
+func randomID() string {
+	u := uuid.New()
+	return strings.ReplaceAll(u.String(), "-", "")
+}

@@ -1,0 +1,366 @@
+// Package gateway is Strata's tenant plane: it answers *who* may call, under what policy, and what
+// they owe. It sits between the platform and the router as an http.Handler that speaks the
+// OpenAI API and reaches the layer below through an http.RoundTripper.
+//
+// Per inference request it authenticates the API key (keys.go, auth.go), checks the tenant's
+// model allowlist, admits the request against the tenant's requests-per-minute and
+// tokens-per-minute limits (limits.go, GCRA), forwards it with the fairness header, and meters
+// the engine's usage into one durable record per request id (meter.go). Admin operations on
+// tenants and keys live in admin.go. See README.md for the behaviour in one place.
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+
+	"github.com/strata-inference/strata/internal/config"
+	"github.com/strata-inference/strata/internal/openai"
+	"github.com/strata-inference/strata/internal/store"
+)
+
+// DefaultOutputEstimate is the completion tokens charged at admission to a request that sets no
+// max_tokens / max_completion_tokens; the charge is settled with the engine's usage afterwards.
+const DefaultOutputEstimate = 256
+
+// maxRequestIDLen bounds a client-supplied X-Request-Id; a longer or non-printable one is
+// replaced by a generated id.
+const maxRequestIDLen = 128
+
+// Gateway is the tenant plane's http.Handler. It is safe for concurrent use.
+type Gateway struct {
+	cfg    config.Gateway
+	st     *store.Store
+	secret []byte
+	next   http.RoundTripper
+	clk    clock.Clock
+	log    *slog.Logger
+	m      *metrics
+	auth   *authenticator
+	limits *limiter
+}
+
+// New returns a gateway over the store st (tenants, keys, usage), hashing keys with secret (at
+// least 32 bytes, see LoadOrCreateSecret) and forwarding admitted requests to next. clk times
+// rate limits, TTFT and durations; reg receives the strata_gateway_* metrics. A nil clk, reg or
+// log means the real clock, a private registry, and no logging.
+func New(cfg config.Gateway, st *store.Store, secret []byte, next http.RoundTripper, clk clock.Clock,
+	reg prometheus.Registerer, log *slog.Logger) (*Gateway, error) {
+	switch {
+	case st == nil:
+		return nil, errors.New("gateway: nil store")
+	case next == nil:
+		return nil, errors.New("gateway: nil next layer")
+	case len(secret) < SecretBytes:
+		return nil, fmt.Errorf("gateway: key secret of %d bytes, want at least %d", len(secret), SecretBytes)
+	}
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
+	g := &Gateway{cfg: cfg, st: st, secret: secret, next: next, clk: clk, log: log, m: m, limits: newLimiter(clk)}
+	g.auth = newAuthenticator(st, secret, clk, log, func(reason string) { m.authFailures.WithLabelValues(reason).Inc() })
+	return g, nil
+}
+
+// ServeHTTP serves POST /v1/chat/completions, /v1/completions and /v1/embeddings (authenticated,
+// allowlisted, rate limited, metered), GET /v1/models and GET /v1/models/{id} (authenticated,
+// filtered by the allowlist). Any other request is authenticated and then answered 404, so
+// neither unauthenticated nor authenticated callers reach other endpoints of the layers below.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cw := &codeWriter{ResponseWriter: w}
+	defer func() { g.m.requests.WithLabelValues(strconv.Itoa(cw.status())).Inc() }()
+	switch path := r.URL.Path; {
+	case r.Method == http.MethodPost && (path == openai.PathChatCompletions || path == openai.PathCompletions || path == openai.PathEmbeddings):
+		g.serveInference(cw, r)
+	case r.Method == http.MethodGet && path == openai.PathModels:
+		g.serveModels(cw, r, "")
+	case r.Method == http.MethodGet && strings.HasPrefix(path, openai.PathModels+"/") && len(path) > len(openai.PathModels)+1:
+		g.serveModels(cw, r, strings.TrimPrefix(path, openai.PathModels+"/"))
+	default:
+		if _, err := g.auth.authenticate(r.Context(), r.Header); err != nil {
+			openai.WriteError(cw, err)
+			return
+		}
+		openai.WriteError(cw, openai.NotFound("Invalid URL (%s %s)", r.Method, path))
+	}
+}
+
+// serveInference is the admission pipeline of one inference request: each step either passes or
+// answers the client and ends the request. Nothing before the forward writes a usage record.
+func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	start := g.clk.Now()
+	p, err := g.auth.authenticate(ctx, r.Header)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		openai.WriteError(w, err) // *http.MaxBytesError from the front door becomes 413
+		return
+	}
+	req, err := openai.ParseInferenceRequest(r.URL.Path, body)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	if !p.tenant.Allows(req.Model) {
+		openai.WriteError(w, openai.ModelNotFound(req.Model)) // same answer as an unknown model
+		return
+	}
+	estimate, strict := estimateTokens(r.URL.Path, req)
+	adm := g.limits.admit(p.tenant.ID, p.tenant.RPM, p.tenant.TPM, estimate, strict)
+	adm.setHeaders(w.Header())
+	if adm.rejected != "" {
+		g.m.rateLimited.WithLabelValues(adm.rejected).Inc()
+		if !adm.tooLarge {
+			w.Header().Set(openai.HeaderRetryAfter, retryAfterSeconds(adm.retryAfter()))
+		}
+		openai.WriteError(w, rateLimitError(req.Model, &adm, estimate))
+		return
+	}
+
+	wantsUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	stream := req.Stream && r.URL.Path != openai.PathEmbeddings
+	if stream {
+		if body, err = forceIncludeUsage(body, wantsUsage); err != nil {
+			g.limits.settle(p.tenant.ID, p.tenant.TPM, adm.charged, 0)
+			openai.WriteError(w, err) // unreachable for a body ParseInferenceRequest accepted
+			return
+		}
+	}
+	requestID := requestIDOf(r.Header)
+	w.Header().Set(openai.HeaderRequestID, requestID)
+	out := openai.NewUpstreamRequest(r, bytes.NewReader(body), int64(len(body)))
+	g.setDownstreamHeaders(out.Header, p, requestID)
+
+	resp, err := g.next.RoundTrip(out)
+	if err != nil {
+		g.limits.settle(p.tenant.ID, p.tenant.TPM, adm.charged, 0)
+		g.answerTransportError(ctx, w, err)
+		return
+	}
+	mt := &metered{
+		g: g, p: p, path: r.URL.Path, req: req, requestID: requestID, start: start, adm: &adm,
+		stream: stream, wantsUsage: wantsUsage, promptEstimate: promptEstimate(req),
+	}
+	mt.relay(ctx, w, resp)
+}
+
+// setDownstreamHeaders removes the caller's credentials and sets the headers the gateway owns:
+// the request id, the tenant's fairness id, and (issue 5, tiers) no objective yet, so a caller
+// cannot choose its own priority.
+func (g *Gateway) setDownstreamHeaders(h http.Header, p *principal, requestID string) {
+	h.Del("Authorization")
+	h.Del(HeaderAPIKey)
+	h.Del(openai.HeaderObjective)
+	h.Set(openai.HeaderRequestID, requestID)
+	h.Set(openai.HeaderFairnessID, p.fairnessID)
+}
+
+// answerTransportError answers a failure of the next layer's RoundTrip, which never reached an
+// engine: the client's own cancellation or deadline as AsError maps it, anything else 502.
+func (g *Gateway) answerTransportError(ctx context.Context, w http.ResponseWriter, err error) {
+	if ctx.Err() != nil {
+		openai.WriteError(w, ctx.Err())
+		return
+	}
+	g.log.WarnContext(ctx, "gateway: next layer failed", "err", err)
+	openai.WriteError(w, openai.ErrUpstream)
+}
+
+// estimateTokens is the token charge of a request at admission: the prompt estimate plus the
+// requested output (max_completion_tokens or max_tokens, times n), or DefaultOutputEstimate when
+// the request sets no limit. strict reports that the estimate is the caller's own (an explicit
+// limit), so a request above the TPM limit is refused rather than capped.
+func estimateTokens(path string, req *openai.InferenceRequest) (int64, bool) {
+	prompt := promptEstimate(req)
+	if path == openai.PathEmbeddings {
+		return prompt, true
+	}
+	n := int64(1)
+	if req.N != nil && *req.N > 1 {
+		n = int64(*req.N)
+	}
+	if limit, ok := req.OutputLimit(); ok {
+		return prompt + int64(limit)*n, true
+	}
+	return prompt + DefaultOutputEstimate*n, false
+}
+
+// promptEstimate is the prompt's size in tokens estimated as bytes/4, the usual rule of thumb for
+// English BPE tokenizers (OpenAI, "What are tokens and how to count them"); rounded up.
+func promptEstimate(req *openai.InferenceRequest) int64 {
+	return (int64(len(req.PromptText())) + 3) / 4
+}
+
+// requestIDOf returns the request's X-Request-Id, or a new UUID when it is absent, longer than
+// 128 bytes or not visible ASCII (it is stored and logged, so it must be bounded and printable).
+func requestIDOf(h http.Header) string {
+	id := h.Get(openai.HeaderRequestID)
+	if id == "" || len(id) > maxRequestIDLen {
+		return uuid.NewString()
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return uuid.NewString()
+		}
+	}
+	return id
+}
+
+// serveModels answers GET /v1/models (id "") with the next layer's list filtered by the tenant's
+// allowlist, or GET /v1/models/{id} with one allowed model of that list (404 model_not_found
+// otherwise, as for a model that does not exist).
+func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, id string) {
+	ctx := r.Context()
+	p, err := g.auth.authenticate(ctx, r.Header)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	requestID := requestIDOf(r.Header)
+	w.Header().Set(openai.HeaderRequestID, requestID)
+	out := openai.NewUpstreamRequest(r, nil, 0)
+	out.URL.Path = openai.PathModels
+	out.URL.RawPath = ""
+	g.setDownstreamHeaders(out.Header, p, requestID)
+	resp, err := g.next.RoundTrip(out)
+	if err != nil {
+		g.answerTransportError(ctx, w, err)
+		return
+	}
+	resp.Header.Del(openai.HeaderEndpointServed)
+	if resp.StatusCode != http.StatusOK || (id == "" && len(p.tenant.Models) == 0) {
+		if err := openai.Relay(w, resp); err != nil {
+			g.log.DebugContext(ctx, "gateway: relaying the model list was cut", "err", err)
+		}
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		g.answerTransportError(ctx, w, err)
+		return
+	}
+	list, err := filterModels(b, p.tenant)
+	if err != nil {
+		g.log.WarnContext(ctx, "gateway: the next layer's model list is not a list", "err", err)
+		openai.WriteError(w, openai.ErrUpstream)
+		return
+	}
+	if id != "" {
+		list, err = findModel(list, id)
+		if err != nil {
+			openai.WriteError(w, err)
+			return
+		}
+	}
+	openai.CopyHeaders(w.Header(), resp.Header)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(list)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(list)
+}
+
+// filterModels keeps the entries of a model list body ({"object":"list","data":[...]}) that
+// the tenant may use. Other fields of the list and of each entry pass through unchanged.
+func filterModels(body []byte, t *store.Tenant) ([]byte, error) {
+	var list map[string]json.RawMessage
+	if err := json.Unmarshal(body, &list); err != nil {
+		return nil, err
+	}
+	var data []json.RawMessage
+	if err := json.Unmarshal(list["data"], &data); err != nil {
+		return nil, err
+	}
+	kept := make([]json.RawMessage, 0, len(data))
+	for _, m := range data {
+		var e struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(m, &e) == nil && t.Allows(e.ID) {
+			kept = append(kept, m)
+		}
+	}
+	list["data"], _ = json.Marshal(kept)
+	return json.Marshal(list)
+}
+
+// findModel returns the entry of id in a (filtered) model list, or ModelNotFound.
+func findModel(list []byte, id string) ([]byte, error) {
+	var v struct {
+		Data []json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(list, &v); err != nil {
+		return nil, err
+	}
+	for _, m := range v.Data {
+		var e struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(m, &e) == nil && e.ID == id {
+			return m, nil
+		}
+	}
+	return nil, openai.ModelNotFound(id)
+}
+
+// codeWriter remembers the status written, for strata_gateway_requests_total.
+type codeWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (c *codeWriter) WriteHeader(code int) {
+	if c.code == 0 {
+		c.code = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *codeWriter) Write(b []byte) (int, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	return c.ResponseWriter.Write(b)
+}
+
+// Flush lets streams through the wrapper chunk by chunk.
+func (c *codeWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (c *codeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+func (c *codeWriter) status() int {
+	if c.code == 0 {
+		return http.StatusOK
+	}
+	return c.code
+}

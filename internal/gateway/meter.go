@@ -1,0 +1,307 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/strata-inference/strata/internal/openai"
+	"github.com/strata-inference/strata/internal/store"
+)
+
+// usageWriteTimeout bounds the write of one usage record. The write runs even when the client
+// is gone (its context detached from the request's cancellation), so it needs its own bound.
+const usageWriteTimeout = 10 * time.Second
+
+// forceIncludeUsage returns a streaming request body with stream_options.include_usage set to
+// true, so the engine ends the stream with a usage chunk (OpenAI API reference, "stream_options";
+// vLLM serving_chat.py). Only the stream_options value is rewritten; every other byte of the
+// body is kept. Inside stream_options other fields are kept, except that continuous_usage_stats
+// is removed when the client did not ask for usage itself: vLLM honours it only together with
+// include_usage, so forcing one on must not switch the other on behind the client's back.
+// Every top-level occurrence of the key is rewritten (JSON decoders disagree on duplicates,
+// Go's and Python's keep the last). body must be a JSON object.
+func forceIncludeUsage(body []byte, clientAsked bool) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, errors.New("gateway: request body is not a JSON object")
+	}
+	opening := dec.InputOffset() // just after '{'
+	type span struct{ start, end int64 }
+	var found []span
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("gateway: request body: %w", err)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("gateway: request body: %w", err)
+		}
+		if key, _ := tok.(string); key == "stream_options" {
+			end := dec.InputOffset()
+			found = append(found, span{end - int64(len(v)), end})
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return nil, fmt.Errorf("gateway: request body: %w", err)
+	}
+	closing := dec.InputOffset() - 1
+	if len(found) == 0 {
+		field := `"stream_options":{"include_usage":true}`
+		out := make([]byte, 0, len(body)+len(field)+1)
+		out = append(out, body[:closing]...)
+		if len(bytes.TrimSpace(body[opening:closing])) > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, field...)
+		return append(out, body[closing:]...), nil
+	}
+	out := make([]byte, 0, len(body)+32)
+	prev := int64(0)
+	for _, s := range found {
+		out = append(out, body[prev:s.start]...)
+		out = append(out, rewriteStreamOptions(body[s.start:s.end], clientAsked)...)
+		prev = s.end
+	}
+	return append(out, body[prev:]...), nil
+}
+
+func rewriteStreamOptions(v []byte, clientAsked bool) []byte {
+	var opts map[string]json.RawMessage
+	if json.Unmarshal(v, &opts) != nil || opts == nil { // null, or not an object
+		return []byte(`{"include_usage":true}`)
+	}
+	// Go's decoder matches field names case-insensitively and Python's does not: remove every
+	// spelling, so that exactly one include_usage (and no continuous_usage_stats the client did
+	// not effectively ask for) reaches the engine whichever decoder reads it.
+	for k := range opts {
+		if strings.EqualFold(k, "include_usage") || (!clientAsked && strings.EqualFold(k, "continuous_usage_stats")) {
+			delete(opts, k)
+		}
+	}
+	opts["include_usage"] = json.RawMessage("true")
+	b, _ := json.Marshal(opts) // cannot fail: every value is valid JSON from the decoder
+	return b
+}
+
+// parseEndpointServed splits the router's x-gateway-destination-endpoint-served value,
+// "name" or "name;gpu=TYPE" (parameters separated by ";", unknown ones ignored), into the
+// replica name and its GPU type. Values are trimmed and cut to 128 bytes: they are stored.
+func parseEndpointServed(v string) (endpoint, gpu string) {
+	name, params, _ := strings.Cut(v, ";")
+	for params != "" {
+		var p string
+		p, params, _ = strings.Cut(params, ";")
+		if k, val, ok := strings.Cut(p, "="); ok && strings.EqualFold(strings.TrimSpace(k), "gpu") {
+			gpu = strings.TrimSpace(val)
+		}
+	}
+	return clip(strings.TrimSpace(name), 128), clip(gpu, 128)
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// metered is one admitted request on its way back: it relays the answer and writes its usage.
+type metered struct {
+	g              *Gateway
+	p              *principal
+	path           string
+	req            *openai.InferenceRequest
+	requestID      string
+	start          time.Time
+	adm            *admission
+	stream         bool  // the client asked for a stream (and the engine was asked for usage)
+	wantsUsage     bool  // the client itself asked for stream_options.include_usage
+	promptEstimate int64 // bytes/4 of the prompt, for records without engine usage
+
+	endpoint, gpu string
+	recorded      bool
+}
+
+// relay answers the client with resp and meters it. Only an answer that comes from an engine is
+// metered: one that names the replica that served it, or any 2xx (a next layer that is not the
+// router sends no name). A router's own refusal (404, 503 without the header) is relayed
+// unmetered and its token charge refunded.
+func (m *metered) relay(ctx context.Context, w http.ResponseWriter, resp *http.Response) {
+	served := resp.Header.Get(openai.HeaderEndpointServed)
+	resp.Header.Del(openai.HeaderEndpointServed)
+	m.endpoint, m.gpu = parseEndpointServed(served)
+	if served == "" && (resp.StatusCode < 200 || resp.StatusCode > 299) {
+		m.g.limits.settle(m.p.tenant.ID, m.p.tenant.TPM, m.adm.charged, 0)
+		m.writeHeaders(w, resp)
+		if err := openai.Relay(w, resp); err != nil {
+			m.g.log.DebugContext(ctx, "gateway: relaying an error answer was cut", "err", err)
+		}
+		return
+	}
+	if m.stream && resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		m.relayStream(ctx, w, resp)
+		return
+	}
+	m.relayBuffered(ctx, w, resp)
+}
+
+// writeHeaders copies the answer's headers to w and (re)sets the gateway's own on top.
+func (m *metered) writeHeaders(w http.ResponseWriter, resp *http.Response) {
+	h := w.Header()
+	openai.CopyHeaders(h, resp.Header)
+	m.adm.setHeaders(h)
+	h.Set(openai.HeaderRequestID, m.requestID)
+}
+
+// relayBuffered relays a non-streaming answer. The body is read whole first, so its usage record
+// is durable before the client receives any of it.
+func (m *metered) relayBuffered(ctx context.Context, w http.ResponseWriter, resp *http.Response) {
+	ttft := m.g.clk.Since(m.start)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		// The engine ran the request but its answer was lost: meter the estimate, answer 502
+		// (or the client's own cancellation).
+		status := http.StatusBadGateway
+		if ctx.Err() != nil {
+			status = openai.AsError(ctx.Err()).Status
+		}
+		m.record(ctx, status, nil, 0, ttft)
+		m.g.answerTransportError(ctx, w, err)
+		return
+	}
+	var u *openai.Usage
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		u = openai.UsageOf(body)
+	}
+	m.record(ctx, resp.StatusCode, u, 0, ttft)
+	m.writeHeaders(w, resp)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(body)
+}
+
+// relayStream relays an SSE stream event by event, each flushed at once and forwarded as the
+// engine's exact bytes (Event.Raw), except the usage-only chunk (empty choices, a usage block)
+// when the client did not ask for it. The usage record is written before the client receives
+// "data: [DONE]", or when the stream ends without it (engine failure, client gone); without a
+// usage block it is estimated from what was seen.
+func (m *metered) relayStream(ctx context.Context, w http.ResponseWriter, resp *http.Response) {
+	defer resp.Body.Close()
+	m.writeHeaders(w, resp)
+	w.WriteHeader(resp.StatusCode)
+	flusher, _ := w.(http.Flusher)
+	rd := openai.NewSSEReader(resp.Body)
+	var (
+		usage  *openai.Usage
+		chunks int64
+		ttft   time.Duration
+		first  = true
+	)
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				m.g.log.DebugContext(ctx, "gateway: stream from the engine ended early", "err", err)
+			}
+			break
+		}
+		if first {
+			ttft, first = m.g.clk.Since(m.start), false
+		}
+		switch {
+		case ev.IsDone():
+			m.record(ctx, resp.StatusCode, usage, chunks, ttft)
+		case bytes.Contains(ev.Data, []byte(`"usage"`)):
+			u, usageOnly := chunkUsage(ev.Data)
+			if u != nil {
+				usage = u
+			}
+			if !usageOnly {
+				chunks++
+			} else if !m.wantsUsage {
+				continue // the forced usage chunk: metered, not forwarded
+			}
+		default:
+			chunks++
+		}
+		if _, err := w.Write(ev.Raw); err != nil {
+			m.g.log.DebugContext(ctx, "gateway: client left during a stream", "err", err)
+			break
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
+	m.record(ctx, resp.StatusCode, usage, chunks, ttft)
+}
+
+// chunkUsage reads one stream event's data: its usage block (nil if none or null) and whether it
+// is a usage-only chunk (no choices), the chunk include_usage adds at the end of a stream.
+func chunkUsage(data []byte) (*openai.Usage, bool) {
+	var c struct {
+		Choices []json.RawMessage `json:"choices"`
+		Usage   *openai.Usage     `json:"usage"`
+	}
+	if json.Unmarshal(data, &c) != nil || c.Usage == nil {
+		return nil, false
+	}
+	return c.Usage, len(c.Choices) == 0
+}
+
+// record writes the request's usage record once (later calls are no-ops), settles the token
+// limit with the tokens metered, and counts them. With the engine's usage block the tokens are
+// copied from it exactly; without one they are estimated: the prompt as bytes/4, the completion
+// as one token per streamed chunk (0 for a non-streaming answer). A failed write is logged at
+// error level with the whole record, so no usage is lost silently, and counted.
+func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunks int64, ttft time.Duration) {
+	if m.recorded {
+		return
+	}
+	m.recorded = true
+	now := m.g.clk.Now()
+	rec := &store.UsageRecord{
+		RequestID: m.requestID, TenantID: m.p.tenant.ID, KeyID: m.p.key.ID, Model: m.req.Model,
+		Endpoint: m.endpoint, GPU: m.gpu, TTFT: ttft, Duration: now.Sub(m.start), Status: status,
+		Stream: m.stream, CreatedAt: now,
+	}
+	if u != nil {
+		rec.Source = store.UsageEngine
+		rec.PromptTokens, rec.CachedTokens, rec.CompletionTokens = int64(u.PromptTokens), int64(u.CachedTokens()), int64(u.CompletionTokens)
+	} else {
+		rec.Source = store.UsageEstimated
+		if status >= 200 && status <= 299 {
+			rec.PromptTokens, rec.CompletionTokens = m.promptEstimate, chunks
+		}
+	}
+	m.g.limits.settle(m.p.tenant.ID, m.p.tenant.TPM, m.adm.charged, rec.PromptTokens+rec.CompletionTokens)
+	m.g.m.tokens.WithLabelValues("prompt").Add(float64(rec.PromptTokens))
+	m.g.m.tokens.WithLabelValues("cached").Add(float64(rec.CachedTokens))
+	m.g.m.tokens.WithLabelValues("completion").Add(float64(rec.CompletionTokens))
+
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), usageWriteTimeout)
+	defer cancel()
+	inserted, err := m.g.st.InsertUsage(wctx, rec)
+	switch {
+	case err != nil:
+		m.g.m.usageWriteErrors.Inc()
+		m.g.log.ErrorContext(ctx, "gateway: usage record not written", "err", err,
+			"request_id", rec.RequestID, "tenant_id", rec.TenantID, "key_id", rec.KeyID, "model", rec.Model,
+			"endpoint", rec.Endpoint, "gpu", rec.GPU, "prompt_tokens", rec.PromptTokens, "cached_tokens", rec.CachedTokens,
+			"completion_tokens", rec.CompletionTokens, "ttft_ms", rec.TTFT.Milliseconds(), "duration_ms", rec.Duration.Milliseconds(),
+			"status", rec.Status, "stream", rec.Stream, "usage_source", rec.Source, "created_at", rec.CreatedAt)
+	case !inserted:
+		m.g.m.usageDuplicates.Inc()
+		m.g.log.WarnContext(ctx, "gateway: a usage record for this request id exists; kept the first",
+			"request_id", rec.RequestID, "tenant_id", rec.TenantID)
+	}
+}

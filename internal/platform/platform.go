@@ -1,0 +1,216 @@
+// Package platform is Strata's workflow layer: the top of the chain
+// (platform -> gateway -> router -> engine), answering *what* workflow runs.
+//
+// In this first cut it passes the inference endpoints (chat completions, completions,
+// embeddings, models) through to the layer below unchanged, and owns the OpenAI Responses API:
+// POST /v1/responses becomes one POST /v1/chat/completions on the layer below, with the
+// conversation of a previous_response_id chain read from the store, and the answer mapped back
+// to a Response object (or its event stream). GET and DELETE /v1/responses/{id} and
+// GET /v1/responses/{id}/input_items read the store.
+//
+// Issue 6 deepens this package in place: a server-side tool loop (function, file_search, mcp)
+// around the one inference call, conversations, files and vector stores, and tenant identity
+// from the gateway instead of the API-key owner token used here.
+package platform
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+
+	"github.com/strata-inference/strata/internal/config"
+	"github.com/strata-inference/strata/internal/openai"
+	"github.com/strata-inference/strata/internal/store"
+)
+
+// Platform is the workflow layer's http.Handler. It is safe for concurrent use.
+type Platform struct {
+	st   *store.Store
+	next http.RoundTripper
+	clk  clock.PassiveClock
+	log  *slog.Logger
+	mux  *http.ServeMux
+
+	requests        *prometheus.CounterVec
+	responseSeconds prometheus.Histogram
+}
+
+var _ http.Handler = (*Platform)(nil)
+
+// New returns the platform layer. st holds stored responses; next reaches the layer below
+// (gateway, router or an engine) with the same OpenAI API; clk times requests (nil means the
+// real clock); metrics are registered on reg (nil means a private registry):
+//
+//	strata_platform_requests_total{path,code}   requests answered, by route and HTTP status
+//	strata_platform_response_seconds            time to answer POST /v1/responses, streams
+//	                                            included, in seconds
+//
+// Errors: a missing store or next, or a metric already registered on reg.
+func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock.Clock,
+	reg prometheus.Registerer, log *slog.Logger) (*Platform, error) {
+	_ = cfg // no settings yet; issue 6 adds tool timeouts, loop limits, file size limits
+	if st == nil {
+		return nil, errors.New("platform: a store is required")
+	}
+	if next == nil {
+		return nil, errors.New("platform: a next RoundTripper is required")
+	}
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Platform{
+		st: st, next: next, clk: clk, log: log, mux: http.NewServeMux(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_platform_requests_total",
+			Help: "Requests answered by the platform layer, by route and HTTP status code.",
+		}, []string{"path", "code"}),
+		responseSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "strata_platform_response_seconds",
+			Help:    "Time to answer POST /v1/responses, until the last event of a stream, in seconds.",
+			Buckets: prometheus.ExponentialBuckets(0.025, 2, 13), // 25ms .. 102s
+		}),
+	}
+	for _, c := range []prometheus.Collector{p.requests, p.responseSeconds} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("platform: register metrics: %w", err)
+		}
+	}
+
+	p.route("POST "+openai.PathChatCompletions, openai.PathChatCompletions, p.passThrough)
+	p.route("POST "+openai.PathCompletions, openai.PathCompletions, p.passThrough)
+	p.route("POST "+openai.PathEmbeddings, openai.PathEmbeddings, p.passThrough)
+	p.route("GET "+openai.PathModels, openai.PathModels, p.passThrough)
+	p.route("POST "+openai.PathResponses, openai.PathResponses, p.createResponse)
+	p.route("GET "+openai.PathResponses+"/{id}", openai.PathResponses+"/{id}", p.getResponse)
+	p.route("DELETE "+openai.PathResponses+"/{id}", openai.PathResponses+"/{id}", p.deleteResponse)
+	p.route("GET "+openai.PathResponses+"/{id}/input_items", openai.PathResponses+"/{id}/input_items", p.listInputItems)
+	p.route("/", "other", func(w http.ResponseWriter, r *http.Request) {
+		// OpenAI's answer for a route it does not have (or a method a route does not take).
+		openai.WriteError(w, &openai.Error{Status: http.StatusNotFound, Type: openai.TypeInvalidRequest,
+			Message: fmt.Sprintf("Invalid URL (%s %s)", r.Method, r.URL.Path)})
+	})
+	return p, nil
+}
+
+// ServeHTTP answers the platform's routes; see the package documentation.
+func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.mux.ServeHTTP(w, r) }
+
+// route registers h for pattern, counting its answers under the path label.
+func (p *Platform) route(pattern, path string, h http.HandlerFunc) {
+	p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		h(sw, r)
+		code := sw.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		p.requests.WithLabelValues(path, strconv.Itoa(code)).Inc()
+	})
+}
+
+// passThrough forwards an inference request to the layer below with its body bytes unchanged,
+// and relays the answer chunk by chunk. The platform reads nothing of it: no JSON parsing.
+func (p *Platform) passThrough(w http.ResponseWriter, r *http.Request) {
+	out := openai.NewUpstreamRequest(r, r.Body, r.ContentLength)
+	if r.ContentLength == 0 {
+		out.Body = http.NoBody // a GET: no chunked empty body on the wire
+	}
+	resp, err := p.next.RoundTrip(out)
+	if err != nil {
+		openai.WriteError(w, p.transportError(r, err))
+		return
+	}
+	if err := openai.Relay(w, resp); err != nil && r.Context().Err() == nil {
+		p.log.Warn("relay cut short", "path", r.URL.Path, "err", err)
+	}
+}
+
+// transportError maps a failed RoundTrip to what the client sees: its own cancellation, or a
+// detail-free 502 (the detail goes to the log).
+func (p *Platform) transportError(r *http.Request, err error) error {
+	if ctxErr := r.Context().Err(); ctxErr != nil {
+		return ctxErr
+	}
+	p.log.Warn("layer below unreachable", "path", r.URL.Path, "err", err)
+	return openai.ErrUpstream
+}
+
+// errNoKey is OpenAI's answer to a request without an API key.
+var errNoKey = openai.Unauthorized("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+
+// ownerOf returns the owner token of the caller: the SHA-256 (hex) of the API key from
+// "Authorization: Bearer <key>" or "x-api-key", and false when there is no key. Stored
+// responses belong to the key that created them.
+//
+// This first cut scopes by key, not tenant: the platform may run without a gateway, and the
+// gateway does not yet tell the layers above who the tenant is. Issue 6 moves ownership to
+// the tenant identity from the gateway, so every key of a tenant sees the tenant's objects and
+// a revoked key sees nothing (today a revoked key can still read and delete what it stored,
+// since GET and DELETE do not reach the gateway).
+func ownerOf(r *http.Request) (string, bool) {
+	key := ""
+	if scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		key = strings.TrimSpace(tok)
+	}
+	if key == "" {
+		key = strings.TrimSpace(r.Header.Get("x-api-key"))
+	}
+	if key == "" {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:]), true
+}
+
+// statusWriter records the status code of an answer for the requests metric. It keeps
+// Flush working for streams.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		if w.code == 0 {
+			w.code = http.StatusOK
+		}
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// isCanceled reports whether err is the client going away.
+func isCanceled(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, context.Canceled)
+}
