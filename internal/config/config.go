@@ -108,6 +108,10 @@ type Gateway struct {
 	// DevRPM and DevTPM are the development tenant's limits (0 = unlimited). Default 600 / 1000000.
 	DevRPM *int `json:"dev_rpm"`
 	DevTPM *int `json:"dev_tpm"`
+	// AuthCacheTTL is how long a gateway reuses an authenticated key and its tenant before reading
+	// the store again: the longest a revocation or limit change made elsewhere (the CLI, another
+	// gateway replica) takes to apply. 0 reads the store on every request. Default 5s.
+	AuthCacheTTL Duration `json:"auth_cache_ttl"`
 }
 
 // Router configures the data plane.
@@ -178,7 +182,7 @@ func Default() *Config {
 			MaxModelLen: 8192, MaxNumSeqs: 256, BlockSize: 16, NumGPUBlocks: 8192,
 			TimeScale: ptr(1.0), MaxOutputTokens: 256,
 		},
-		Gateway: Gateway{DevTenant: ptr("dev"), DevRPM: ptr(600), DevTPM: ptr(1_000_000)},
+		Gateway: Gateway{DevTenant: ptr("dev"), DevRPM: ptr(600), DevTPM: ptr(1_000_000), AuthCacheTTL: Duration(5 * time.Second)},
 		Router: Router{
 			HealthInterval: Duration(time.Second), ScrapeInterval: Duration(50 * time.Millisecond),
 			ScrapeTimeout: Duration(time.Second), StaleAfter: Duration(2 * time.Second),
@@ -327,6 +331,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Router.validate(); err != nil {
 		return fmt.Errorf("router.%w", err)
+	}
+	if c.Gateway.AuthCacheTTL < 0 {
+		return fmt.Errorf("gateway.auth_cache_ttl: must not be negative, got %s", c.Gateway.AuthCacheTTL.D())
 	}
 	for name, v := range map[string]*int{"dev_rpm": c.Gateway.DevRPM, "dev_tpm": c.Gateway.DevTPM} {
 		if v != nil && *v < 0 {

@@ -27,6 +27,7 @@ func TestBadConfigs(t *testing.T) {
 		"router_weight":     "router.weights.prefix: must not be negative, got -1",
 		"max_body":          "max_body_bytes: must be positive, got 0",
 		"gateway_rpm":       "gateway.dev_rpm: must not be negative, got -5",
+		"gateway_auth_ttl":  "gateway.auth_cache_ttl: must not be negative, got -1s",
 	}
 	files, err := filepath.Glob("testdata/*.bad.yaml")
 	require.NoError(t, err)

@@ -16,9 +16,9 @@ import (
 	"github.com/strata-inference/strata/internal/store"
 )
 
-// AuthCacheTTL is how long an authenticated key and its tenant are reused from memory before
-// the store is read again. It bounds how long a revocation or a limit change made elsewhere (the
-// CLI, another gateway replica) takes to apply.
+// AuthCacheTTL is the default of config.Gateway.AuthCacheTTL: how long an authenticated key and
+// its tenant are reused from memory before the store is read again. It bounds how long a
+// revocation or a limit change made elsewhere (the CLI, another gateway replica) takes to apply.
 const AuthCacheTTL = 5 * time.Second
 
 // authCacheSize bounds the keys held in memory; beyond it the least recently used are dropped.
@@ -55,13 +55,14 @@ type authenticator struct {
 	clk    clock.PassiveClock
 	log    *slog.Logger
 	cache  *lru.Cache[string, *principal] // by hash, never by key
+	ttl    time.Duration                  // 0: every request reads the store
 	// failures counts refused authentications by reason ("missing", "invalid", "revoked").
 	failures func(reason string)
 }
 
-func newAuthenticator(st *store.Store, secret []byte, clk clock.PassiveClock, log *slog.Logger, failures func(string)) *authenticator {
+func newAuthenticator(st *store.Store, secret []byte, ttl time.Duration, clk clock.PassiveClock, log *slog.Logger, failures func(string)) *authenticator {
 	c, _ := lru.New[string, *principal](authCacheSize) // errors only for a size <= 0
-	return &authenticator{st: st, secret: secret, clk: clk, log: log, cache: c, failures: failures}
+	return &authenticator{st: st, secret: secret, ttl: ttl, clk: clk, log: log, cache: c, failures: failures}
 }
 
 // authenticate returns the principal of the request's key, or the *openai.Error to answer:
@@ -80,7 +81,7 @@ func (a *authenticator) authenticate(ctx context.Context, h http.Header) (*princ
 	hash := hashKey(a.secret, key)
 	now := a.clk.Now()
 	p, ok := a.cache.Get(string(hash))
-	if !ok || now.Sub(p.fetched) >= AuthCacheTTL || now.Before(p.fetched) {
+	if !ok || now.Sub(p.fetched) >= a.ttl || now.Before(p.fetched) {
 		k, t, err := a.st.APIKeyByHash(ctx, hash)
 		if errors.Is(err, store.ErrNotFound) {
 			a.cache.Remove(string(hash))

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -79,7 +80,7 @@ func New(cfg config.Gateway, st *store.Store, secret []byte, next http.RoundTrip
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
 	g := &Gateway{cfg: cfg, st: st, secret: secret, next: next, clk: clk, log: log, m: m, limits: newLimiter(clk)}
-	g.auth = newAuthenticator(st, secret, clk, log, func(reason string) { m.authFailures.WithLabelValues(reason).Inc() })
+	g.auth = newAuthenticator(st, secret, cfg.AuthCacheTTL.D(), clk, log, func(reason string) { m.authFailures.WithLabelValues(reason).Inc() })
 	return g, nil
 }
 
@@ -205,9 +206,25 @@ func estimateTokens(path string, req *openai.InferenceRequest) (int64, bool) {
 		n = int64(*req.N)
 	}
 	if limit, ok := req.OutputLimit(); ok {
-		return prompt + int64(limit)*n, true
+		return satAdd(prompt, satMul(int64(limit), n)), true
 	}
-	return prompt + DefaultOutputEstimate*n, false
+	return satAdd(prompt, satMul(DefaultOutputEstimate, n)), false
+}
+
+// satMul and satAdd are * and + on non-negative int64s, saturating at math.MaxInt64: a huge
+// max_tokens times n must not wrap around to a small (or negative) charge.
+func satMul(a, b int64) int64 {
+	if a != 0 && b > math.MaxInt64/a {
+		return math.MaxInt64
+	}
+	return a * b
+}
+
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // promptEstimate is the prompt's size in tokens estimated as bytes/4, the usual rule of thumb for

@@ -174,7 +174,9 @@ func TestTokensPerMinuteSettle(t *testing.T) {
 	// Settled to the 100 tokens used: the same request fits again (without the settlement
 	// 600 + 600 > 1000 would be refused).
 	h.clk.SetTime(t0)
-	h.eng.set(func(e *fakeEngine) { e.usage = openai.Usage{PromptTokens: 800, CompletionTokens: 100, TotalTokens: 900} })
+	h.eng.set(func(e *fakeEngine) {
+		e.usage = openai.Usage{PromptTokens: 800, CompletionTokens: 100, TotalTokens: 900}
+	})
 	w = h.do("POST", openai.PathChatCompletions, body)
 	require.Equal(t, 200, w.Code)
 	require.Equal(t, "300", w.Header().Get(openai.HeaderRemainingTokens))
@@ -424,7 +426,9 @@ func TestIdempotentRequestID(t *testing.T) {
 	h := newHarness(t, 0, 0)
 	require.Equal(t, 200, h.do("POST", openai.PathChatCompletions, simpleChat, openai.HeaderRequestID, "req-once").Code)
 	first := h.usage()
-	h.eng.set(func(e *fakeEngine) { e.usage = openai.Usage{PromptTokens: 999, CompletionTokens: 999, TotalTokens: 1998} })
+	h.eng.set(func(e *fakeEngine) {
+		e.usage = openai.Usage{PromptTokens: 999, CompletionTokens: 999, TotalTokens: 1998}
+	})
 	require.Equal(t, 200, h.do("POST", openai.PathChatCompletions, simpleChat, openai.HeaderRequestID, "req-once").Code)
 	require.Equal(t, first, h.usage(), "one record per request id; the first stays")
 	require.Equal(t, 1.0, testutil.ToFloat64(h.gw.m.usageDuplicates))

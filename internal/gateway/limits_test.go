@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	testclock "k8s.io/utils/clock/testing"
+
+	"github.com/strata-inference/strata/internal/openai"
 )
 
 func TestGCRA(t *testing.T) {
@@ -57,7 +59,7 @@ func TestSettle(t *testing.T) {
 	v := l.admit("t", 0, 600, 0, true).tokens
 	require.Equal(t, 0, v.remaining)
 	require.Equal(t, 3*time.Minute+30*time.Second, v.reset) // 100 spent + 2000 owed at 10 per second
-	l.settle("t", 600, 10000, 0) // a refund never goes below empty
+	l.settle("t", 600, 10000, 0)                            // a refund never goes below empty
 	require.Equal(t, 600, l.admit("t", 0, 600, 0, true).tokens.remaining)
 	l.settle("unknown", 600, 1, 2) // no bucket: nothing to settle
 }
@@ -82,4 +84,23 @@ func TestMulDiv(t *testing.T) {
 	require.Equal(t, int64(30e9), mulDiv(1, int64(time.Minute), 2))
 	require.Equal(t, int64(math.MaxInt64), mulDiv(math.MaxInt64, math.MaxInt64, 1))
 	require.Equal(t, int64(2e18), mulDiv(4e18, 4e18, 8e18))
+}
+
+func TestEstimateTokensSaturates(t *testing.T) {
+	limit, n := math.MaxInt, math.MaxInt
+	req := &openai.InferenceRequest{Model: "m", Prompt: []byte(`"abcd"`), MaxTokens: &limit, N: &n}
+	got, strict := estimateTokens(openai.PathCompletions, req)
+	require.True(t, strict)
+	require.Equal(t, int64(math.MaxInt64), got)
+	one := 1
+	req.N = &one
+	got, _ = estimateTokens(openai.PathCompletions, req)
+	require.Equal(t, int64(math.MaxInt64), got)
+	req.MaxTokens = nil
+	got, strict = estimateTokens(openai.PathCompletions, req)
+	require.False(t, strict)
+	require.Equal(t, int64(1+DefaultOutputEstimate), got)
+	got, strict = estimateTokens(openai.PathEmbeddings, &openai.InferenceRequest{Input: []byte(`"abcdefgh"`)})
+	require.True(t, strict)
+	require.Equal(t, int64(2), got)
 }

@@ -190,72 +190,93 @@ func (m *metered) relayBuffered(ctx context.Context, w http.ResponseWriter, resp
 	_, _ = w.Write(body)
 }
 
-// relayStream relays an SSE stream event by event, each flushed at once and forwarded as the
-// engine's exact bytes (Event.Raw), except the usage-only chunk (empty choices, a usage block)
-// when the client did not ask for it. The usage record is written before the client receives
-// "data: [DONE]", or when the stream ends without it (engine failure, client gone); without a
-// usage block it is estimated from what was seen.
+// relayStream relays an SSE stream (see relayEvents) and meters it. The usage record is written
+// before the client receives "data: [DONE]", or when the stream ends without it (engine
+// failure, client gone); without a usage block it is estimated from what was seen.
 func (m *metered) relayStream(ctx context.Context, w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	m.writeHeaders(w, resp)
 	w.WriteHeader(resp.StatusCode)
+	var ttft time.Duration
+	t, err := relayEvents(w, resp.Body, !m.wantsUsage,
+		func() { ttft = m.g.clk.Since(m.start) },
+		func(t *tally) { m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft) })
+	if err != nil {
+		m.g.log.DebugContext(ctx, "gateway: stream cut short", "err", err)
+	}
+	m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft)
+}
+
+// tally is what a relayed stream showed about its usage.
+type tally struct {
+	usage  *openai.Usage // the last usage block seen; nil if none
+	chunks int64         // events with choices: about one token each
+}
+
+// relayEvents copies the SSE events of body to w, each as the engine's exact bytes (Event.Raw)
+// and flushed at once, except usage-only chunks (empty choices and a usage block) when
+// dropUsageOnly: the chunk the gateway forced on, which the client did not ask for. It calls
+// first when the first event arrives and done just before forwarding "data: [DONE]", so the
+// caller can make the usage durable before the client sees the end. It returns the tally and
+// the error that ended the stream early (reading the engine or writing the client), nil at EOF.
+func relayEvents(w io.Writer, body io.Reader, dropUsageOnly bool, first func(), done func(*tally)) (*tally, error) {
 	flusher, _ := w.(http.Flusher)
-	rd := openai.NewSSEReader(resp.Body)
-	var (
-		usage  *openai.Usage
-		chunks int64
-		ttft   time.Duration
-		first  = true
-	)
-	for {
+	rd := openai.NewSSEReader(body)
+	t := &tally{}
+	for n := 0; ; n++ {
 		ev, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return t, nil
+		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				m.g.log.DebugContext(ctx, "gateway: stream from the engine ended early", "err", err)
-			}
-			break
+			return t, err
 		}
-		if first {
-			ttft, first = m.g.clk.Since(m.start), false
+		if n == 0 {
+			first()
 		}
-		switch {
-		case ev.IsDone():
-			m.record(ctx, resp.StatusCode, usage, chunks, ttft)
-		case bytes.Contains(ev.Data, []byte(`"usage"`)):
+		if ev.IsDone() {
+			done(t)
+		} else {
 			u, usageOnly := chunkUsage(ev.Data)
 			if u != nil {
-				usage = u
+				t.usage = u
 			}
 			if !usageOnly {
-				chunks++
-			} else if !m.wantsUsage {
-				continue // the forced usage chunk: metered, not forwarded
+				t.chunks++
+			} else if dropUsageOnly {
+				continue
 			}
-		default:
-			chunks++
 		}
 		if _, err := w.Write(ev.Raw); err != nil {
-			m.g.log.DebugContext(ctx, "gateway: client left during a stream", "err", err)
-			break
+			return t, err
 		}
 		if flusher != nil {
 			flusher.Flush()
 		}
 	}
-	m.record(ctx, resp.StatusCode, usage, chunks, ttft)
 }
 
+// usageKey is the cheap test that spares parsing the JSON of chunks without usage.
+var usageKey = []byte(`"usage"`)
+
 // chunkUsage reads one stream event's data: its usage block (nil if none or null) and whether it
-// is a usage-only chunk (no choices), the chunk include_usage adds at the end of a stream.
+// is a usage-only chunk (no choices), the chunk include_usage adds at the end of a stream. Keys
+// match exactly, as in the engine's Python decoder (Go's struct decoding would also take "Usage").
 func chunkUsage(data []byte) (*openai.Usage, bool) {
-	var c struct {
-		Choices []json.RawMessage `json:"choices"`
-		Usage   *openai.Usage     `json:"usage"`
-	}
-	if json.Unmarshal(data, &c) != nil || c.Usage == nil {
+	if !bytes.Contains(data, usageKey) {
 		return nil, false
 	}
-	return c.Usage, len(c.Choices) == 0
+	var c map[string]json.RawMessage
+	if json.Unmarshal(data, &c) != nil {
+		return nil, false
+	}
+	var u *openai.Usage
+	if json.Unmarshal(c["usage"], &u) != nil || u == nil {
+		return nil, false
+	}
+	var choices []json.RawMessage
+	_ = json.Unmarshal(c["choices"], &choices) // absent, null or not a list: no choices
+	return u, len(choices) == 0
 }
 
 // record writes the request's usage record once (later calls are no-ops), settles the token

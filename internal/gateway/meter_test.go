@@ -154,13 +154,11 @@ func TestNextLayerFails(t *testing.T) {
 	require.Empty(t, recs)
 }
 
-// FuzzMeterStream drives the SSE metering relay with arbitrary engine streams: it never fails,
-// writes exactly one usage record, and the client receives the engine's events byte for byte,
-// minus the usage-only chunks when it did not ask for usage.
+// FuzzMeterStream drives the SSE metering relay with arbitrary engine streams: the client
+// receives the engine's events byte for byte, minus the usage-only chunks when it did not ask
+// for usage; "done" runs once per [DONE] event, before that event is forwarded; the tally counts
+// the forwarded content events and keeps the last usage block.
 func FuzzMeterStream(f *testing.F) {
-	hdr := http.Header{"Content-Type": {"text/event-stream"}, http.CanonicalHeaderKey(openai.HeaderEndpointServed): {engineServed}}
-	c := &canned{status: 200, header: hdr}
-	g, st, key := cannedGateway(f, c)
 	var seed bytes.Buffer
 	for _, ch := range vllmChunks(openai.PathChatCompletions, "m1") {
 		seed.WriteString("data: " + ch + "\n\n")
@@ -171,32 +169,50 @@ func FuzzMeterStream(f *testing.F) {
 	f.Add(seed.Bytes(), true)
 	f.Add([]byte("data: {\"usage\":null}\r\n\r\n: comment\n\nevent: x\ndata: [DONE]\n"), false)
 	f.Add([]byte("data: {\"choices\":[{}],\"usage\":{\"prompt_tokens\":1}}\n\ndata: {\"usage\":{}}"), false)
-	f.Fuzz(func(t *testing.T, stream []byte, wantsUsage bool) {
-		c.body = stream
-		body := `{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`
-		if wantsUsage {
-			body = `{"model":"m1","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`
-		}
-		r := httptest.NewRequest("POST", openai.PathChatCompletions, strings.NewReader(body))
-		r.Header.Set("Authorization", "Bearer "+key)
-		w := httptest.NewRecorder()
-		g.ServeHTTP(w, r)
-		require.Equal(t, 200, w.Code)
-
+	f.Fuzz(func(t *testing.T, stream []byte, dropUsageOnly bool) {
+		// The oracle: the events as the SSE reader frames them.
 		var want bytes.Buffer
+		var wantDoneAt []int
+		var wantUsage *openai.Usage
+		wantChunks := int64(0)
 		rd := openai.NewSSEReader(bytes.NewReader(stream))
 		for {
 			ev, err := rd.Next()
 			if err != nil {
 				break
 			}
-			if _, usageOnly := chunkUsage(ev.Data); usageOnly && !wantsUsage && !ev.IsDone() {
+			if ev.IsDone() {
+				wantDoneAt = append(wantDoneAt, want.Len())
+				want.Write(ev.Raw)
+				continue
+			}
+			u, usageOnly := chunkUsage(ev.Data)
+			if u != nil {
+				wantUsage = u
+			}
+			if !usageOnly {
+				wantChunks++
+			}
+			if usageOnly && dropUsageOnly {
 				continue
 			}
 			want.Write(ev.Raw)
 		}
-		require.Equal(t, want.String(), w.Body.String())
-		_, err := st.UsageByRequestID(context.Background(), w.Header().Get(openai.HeaderRequestID))
-		require.NoError(t, err)
+
+		var got bytes.Buffer
+		var doneAt []int
+		firsts := 0
+		tl, err := relayEvents(&got, bytes.NewReader(stream), dropUsageOnly,
+			func() { firsts++ },
+			func(*tally) { doneAt = append(doneAt, got.Len()) })
+		if err != nil {
+			require.ErrorIs(t, err, openai.ErrEventTooLarge)
+			return
+		}
+		require.Equal(t, want.String(), got.String())
+		require.Equal(t, wantDoneAt, doneAt)
+		require.LessOrEqual(t, firsts, 1)
+		require.Equal(t, wantChunks, tl.chunks)
+		require.Equal(t, wantUsage, tl.usage)
 	})
 }

@@ -391,6 +391,20 @@ func TestResponseRelaysUpstreamErrors(t *testing.T) {
 			})
 		}
 	}
+	t.Run("rate-limit headers of a success", func(t *testing.T) {
+		env.eng.setHandler(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("x-ratelimit-remaining-requests", "41")
+			w.Header().Set("x-internal-detail", "replica-7")
+			calls := env.eng.recorded() // the fake read the body and parsed it before calling here
+			answerChat(w, calls[len(calls)-1].Chat)
+		})
+		for _, stream := range []string{"false", "true"} {
+			status, header, body := env.do(t, "POST", "/v1/responses", "sk-alice", `{"model":"m","input":"hi","stream":`+stream+`}`)
+			require.Equal(t, 200, status, string(body))
+			require.Equal(t, "41", header.Get("x-ratelimit-remaining-requests"), "stream: "+stream)
+			require.Empty(t, header.Get("x-internal-detail"), "only rate-limit headers are relayed")
+		}
+	})
 	t.Run("no envelope", func(t *testing.T) {
 		env.eng.setHandler(func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "<html>bad gateway at 10.0.0.7</html>", 500)

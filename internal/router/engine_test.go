@@ -51,7 +51,7 @@ func newFakeEngine(t *testing.T, name string, models ...string) *fakeEngine {
 }
 
 func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
+	switch strings.TrimPrefix(r.URL.Path, "/prefix") { // TestProxy's engine has a base path
 	case "/health":
 		if c := e.health.Load(); c != 0 {
 			w.WriteHeader(int(c))

@@ -329,6 +329,9 @@ func closedAddr(t *testing.T) string {
 // which endpoint the scheduler prefers.
 func (tr *testRouter) markUp(name string, waiting int) {
 	ep := tr.ep(name)
+	if !ep.modelsKnown() {
+		ep.setModels([]string{"m"}, []json.RawMessage{json.RawMessage(`{"id":"m"}`)})
+	}
 	ep.setHealthy(true)
 	ep.setMetrics(scheduling.Metrics{Waiting: waiting}, tr.clk.Now())
 }
@@ -493,6 +496,9 @@ func TestInFlightSteersLoad(t *testing.T) {
 	for i := range 2 {
 		go func() {
 			w := tr.post(openai.PathCompletions, fmt.Sprintf(`{"model":"m","prompt":"p%d"}`, i))
+			if w.Code != http.StatusOK {
+				started <- struct{}{} // fail below instead of waiting forever
+			}
 			served <- w.Header().Get(openai.HeaderEndpointServed)
 		}()
 		<-started
@@ -583,7 +589,10 @@ func TestMetricsExposition(t *testing.T) {
 	a.kvMilli.Store(250)
 	tr := newTestRouter(t, testConfig(), append(engineConfigs(a), config.Engine{Name: "b", URL: closedAddr(t), Models: []string{"m"}}))
 	tr.run(t)
-	require.Eventually(t, func() bool { return !tr.snapshotOne(tr.ep("a"), tr.clk.Now()).Stale }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		s := tr.snapshotOne(tr.ep("a"), tr.clk.Now())
+		return s.Healthy && !s.Stale
+	}, 5*time.Second, time.Millisecond)
 	require.Equal(t, http.StatusOK, tr.post(openai.PathChatCompletions, chatBody("m", "hi")).Code)
 
 	require.NoError(t, testutil.GatherAndCompare(tr.reg, strings.NewReader(`
@@ -640,10 +649,10 @@ func BenchmarkPick(b *testing.B) {
 		ep.setHealthy(true)
 		ep.setMetrics(scheduling.Metrics{Waiting: i % 3, Running: 4, KVCacheUsage: float64(i) / 16}, r.clk.Now())
 	}
-	system := strings.Repeat("You are a careful assistant. ", 70)[:2048]
+	system := strings.Repeat("You are a careful assistant. ", 80)[:2048]
 	reqs := make([]*openai.InferenceRequest, 64)
 	for i := range reqs {
-		user := strings.Repeat(fmt.Sprintf("question %d about topic %d. ", i, i*7), 100)[:2048]
+		user := strings.Repeat(fmt.Sprintf("question %d about topic %d. ", i, i*7), 120)[:2048]
 		body := chatBodyRoles("m", "system", system, "user", user)
 		reqs[i], err = openai.ParseInferenceRequest(openai.PathChatCompletions, []byte(body))
 		require.NoError(b, err)

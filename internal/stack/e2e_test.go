@@ -45,6 +45,7 @@ func startStack(t testing.TB, edit func(*config.Config)) *testStack {
 		zero := 0.0
 		c.Sim.TimeScale = &zero
 		c.Router.HealthInterval = config.Duration(50 * time.Millisecond)
+		c.Gateway.AuthCacheTTL = config.Duration(200 * time.Millisecond)
 		if edit != nil {
 			edit(c)
 		}
@@ -249,7 +250,11 @@ func TestEndToEndOpenAIClient(t *testing.T) {
 		_, err = kc.Chat.Completions.New(ctx, params)
 		require.NoError(t, err)
 		require.NoError(t, ts.admin.RevokeKey(ctx, k.ID))
-		_, err = kc.Chat.Completions.New(ctx, params)
+		// The CLI revokes through the store; the serving gateway applies it within auth_cache_ttl.
+		require.Eventually(t, func() bool {
+			_, err = kc.Chat.Completions.New(ctx, params)
+			return err != nil
+		}, 5*time.Second, 50*time.Millisecond)
 		requireAPIError(t, err, 401, "invalid_api_key")
 	})
 

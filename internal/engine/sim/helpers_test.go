@@ -39,8 +39,8 @@ func startServer(t testing.TB, cfg config.Sim, clk clock.Clock, reg prometheus.R
 	require.NoError(t, err)
 	hs := httptest.NewServer(s)
 	t.Cleanup(func() {
+		s.Close() // first: it ends the requests still waiting on the engine
 		hs.Close()
-		s.Close()
 	})
 	return s, hs
 }

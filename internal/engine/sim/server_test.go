@@ -122,14 +122,14 @@ func TestChatStreamWireFormat(t *testing.T) {
 	}
 	const head = `"object":"chat.completion.chunk","model":"meta-llama/Llama-3.1-8B-Instruct"`
 	require.JSONEq(t, `{`+head+`,"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],
-		"usage":{"prompt_tokens":10,"completion_tokens":0,"total_tokens":10}}`, mustJSON(strip(data[0])))
+		"usage":{"prompt_tokens":11,"completion_tokens":0,"total_tokens":11}}`, mustJSON(strip(data[0])))
 	tok := strip(data[1])
 	require.Nil(t, tok["choices"].([]any)[0].(map[string]any)["finish_reason"])
-	require.Equal(t, map[string]any{"prompt_tokens": 10.0, "completion_tokens": 1.0, "total_tokens": 11.0}, tok["usage"])
+	require.Equal(t, map[string]any{"prompt_tokens": 11.0, "completion_tokens": 1.0, "total_tokens": 12.0}, tok["usage"])
 	fin := strip(data[3])["choices"].([]any)[0].(map[string]any)
 	require.Equal(t, "length", fin["finish_reason"])
 	require.Contains(t, fin, "stop_reason")
-	require.JSONEq(t, `{`+head+`,"choices":[],"usage":{"prompt_tokens":10,"total_tokens":13,"completion_tokens":3,
+	require.JSONEq(t, `{`+head+`,"choices":[],"usage":{"prompt_tokens":11,"total_tokens":14,"completion_tokens":3,
 		"prompt_tokens_details":{"cached_tokens":0}}}`, mustJSON(strip(data[4])))
 }
 
@@ -149,7 +149,7 @@ func TestCompletions(t *testing.T) {
 		tokens  int64 // prompt tokens
 	}{
 		{"string (BOS added)", oai.CompletionNewParamsPromptUnion{OfString: oai.String("Hello world")}, 1, 3},
-		{"batch of strings", oai.CompletionNewParamsPromptUnion{OfArrayOfStrings: []string{"Hello world", "Goodbye"}}, 2, 3 + 2},
+		{"batch of strings", oai.CompletionNewParamsPromptUnion{OfArrayOfStrings: []string{"Hello world", "Goodbye"}}, 2, 3 + 3},
 		{"token ids", oai.CompletionNewParamsPromptUnion{OfArrayOfTokens: []int64{128000, 9906, 1917, 0}}, 1, 4},
 		{"batch of token ids", oai.CompletionNewParamsPromptUnion{OfArrayOfTokenArrays: [][]int64{{1, 2}, {3, 4, 5}}}, 2, 5},
 	} {
@@ -287,7 +287,7 @@ func TestErrors(t *testing.T) {
 		{"prompt over max_model_len", "/v1/completions", `{"prompt":"` + long + `"}`, 400,
 			`{"error":{"message":"This model's maximum context length is 64 tokens. However, your request has 81 input tokens. Please reduce the length of the input messages.","type":"BadRequestError","param":"input_tokens","code":400}}`},
 		{"prompt + max_tokens over max_model_len", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":60}`, 400,
-			`{"error":{"message":"'max_tokens' or 'max_completion_tokens' is too large: 60. This model's maximum context length is 64 tokens and your request has 10 input tokens (60 > 64 - 10).","type":"BadRequestError","param":"max_tokens","code":400}}`},
+			`{"error":{"message":"'max_tokens' or 'max_completion_tokens' is too large: 60. This model's maximum context length is 64 tokens and your request has 11 input tokens (60 > 64 - 11).","type":"BadRequestError","param":"max_tokens","code":400}}`},
 		{"malformed JSON", "/v1/chat/completions", `{"messages":[`, 400,
 			`{"error":{"message":"[{'type': 'json_invalid', 'loc': ('body', 0), 'msg': 'JSON decode error'}]","type":"Bad Request","param":null,"code":400}}`},
 		{"missing messages", "/v1/chat/completions", `{"model":"` + testModel + `"}`, 400,

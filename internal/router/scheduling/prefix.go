@@ -3,6 +3,7 @@ package scheduling
 import (
 	"encoding/binary"
 	"fmt"
+	"sort"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -59,19 +60,18 @@ func (p *PrefixScorer) Score(req *Request, eps []*Endpoint, scores []float64) {
 		return
 	}
 	for i, e := range eps {
-		c := p.cache(e.Name)
-		if c == nil {
-			continue
+		if c := p.cache(e.Name); c != nil {
+			scores[i] = float64(matched(c, hashes)) / float64(len(hashes))
 		}
-		n := 0
-		for _, h := range hashes {
-			if !c.Contains(h) {
-				break
-			}
-			n++
-		}
-		scores[i] = float64(n) / float64(len(hashes))
 	}
+}
+
+// matched returns how many leading blocks of hashes c holds. It binary-searches, which is exact
+// because along one chain the blocks present always form a prefix: PreRequest adds a request's
+// blocks tail first, so block i is touched whenever block i+1 is, and later; the LRU therefore
+// evicts block i+1 before block i. O(log n) lookups instead of n per endpoint.
+func matched(c *lru.Cache[uint64, struct{}], hashes []uint64) int {
+	return sort.Search(len(hashes), func(i int) bool { return !c.Contains(hashes[i]) })
 }
 
 // PreRequest records the request's blocks on the chosen endpoint.
@@ -101,14 +101,7 @@ func (p *PrefixScorer) Blocks(name string, req *Request) int {
 	if c == nil {
 		return 0
 	}
-	n := 0
-	for _, h := range p.hashes(req) {
-		if !c.Contains(h) {
-			break
-		}
-		n++
-	}
-	return n
+	return matched(c, p.hashes(req))
 }
 
 func (p *PrefixScorer) cache(name string) *lru.Cache[uint64, struct{}] {

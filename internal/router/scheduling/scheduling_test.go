@@ -302,6 +302,34 @@ func TestPrefixLRUEviction(t *testing.T) {
 	require.Equal(t, 3, p.Blocks("a", first))
 }
 
+// The binary search in matched equals a linear walk: along a chain the blocks present form a
+// prefix, whatever mix of shared prefixes was learned and evicted.
+func TestPrefixMatchedIsALinearWalk(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	p, err := NewPrefixScorer(2, 40)
+	require.NoError(t, err)
+	e := ep("a")
+	prompt := func() []string { // few letters, so prompts share prefixes of every length
+		b := make([]byte, 2+rng.IntN(40))
+		for i := range b {
+			b[i] = "ab"[rng.IntN(2)]
+		}
+		return []string{string(b)}
+	}
+	for range 3000 {
+		p.PreRequest(&Request{PromptParts: prompt()}, e)
+		req := &Request{PromptParts: prompt()}
+		linear := 0
+		for _, h := range p.hashes(req) {
+			if !p.cache("a").Contains(h) {
+				break
+			}
+			linear++
+		}
+		require.Equal(t, linear, p.Blocks("a", req))
+	}
+}
+
 // One scheduling decision over 16 endpoints for a 4 KB prompt that shares its first 2 KB with
 // prompts learned on two endpoints, the scale of a small production pool.
 func BenchmarkPick(b *testing.B) {
@@ -320,13 +348,13 @@ func BenchmarkPick(b *testing.B) {
 		}
 		return sb.String()[:2048]
 	}
-	for range 64 { // warm the LRUs with many sessions
-		_, err := s.Schedule(&Request{Model: "m", PromptParts: []string{shared, tail()}}, eps)
-		require.NoError(b, err)
-	}
 	prompts := make([][]string, 256)
 	for i := range prompts {
 		prompts[i] = []string{"system: " + shared, "user: " + tail()}
+	}
+	for _, p := range prompts { // warm the LRUs: every endpoint holds the shared system prompt
+		_, err := s.Schedule(&Request{Model: "m", PromptParts: p}, eps)
+		require.NoError(b, err)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
