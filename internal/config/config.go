@@ -126,9 +126,9 @@ type Router struct {
 	StaleAfter Duration `json:"stale_after"`
 	// Weights of the scorers; a weight of 0 disables a scorer.
 	Weights ScorerWeights `json:"weights"`
-	// PrefixBlockChars is the block size, in characters, of the approximate prefix scorer. Default 32
-	// (about 8 tokens, half a vLLM block): small enough that a short first turn still gives the
-	// second turn of a conversation a matching block.
+	// PrefixBlockChars is the block size, in characters, of the approximate prefix scorer. Default 64
+	// (about 16 tokens, one vLLM KV block). Blocks end at message boundaries, so a short first turn
+	// still gives the second turn of a conversation a matching block.
 	PrefixBlockChars int `json:"prefix_block_chars"`
 	// PrefixLRUBlocks is the number of prefix blocks remembered per endpoint. Default 32768.
 	PrefixLRUBlocks int `json:"prefix_lru_blocks"`
@@ -187,7 +187,7 @@ func Default() *Config {
 			HealthInterval: Duration(time.Second), ScrapeInterval: Duration(50 * time.Millisecond),
 			ScrapeTimeout: Duration(time.Second), StaleAfter: Duration(2 * time.Second),
 			Weights:          ScorerWeights{Queue: ptr(1.0), KVCache: ptr(1.0), Prefix: ptr(3.0)},
-			PrefixBlockChars: 32, PrefixLRUBlocks: 32768, MaxAttempts: 3,
+			PrefixBlockChars: 64, PrefixLRUBlocks: 32768, MaxAttempts: 3,
 		},
 	}
 }

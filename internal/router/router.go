@@ -43,7 +43,6 @@ type Router struct {
 
 	endpoints []*endpoint // config order; fixed after New
 	sched     *scheduling.Scheduler
-	prefix    *scheduling.PrefixScorer
 
 	// pickMu serialises decisions so each one sees the in-flight counts and prefix blocks of the
 	// previous one: a burst of requests sharing a prefix then lands on one replica and a burst of
@@ -98,7 +97,8 @@ func newRouter(cfg config.Router, engines []config.Engine, transport http.RoundT
 		names[ep.name] = true
 		r.endpoints = append(r.endpoints, ep)
 	}
-	if r.prefix, err = scheduling.NewPrefixScorer(cfg.PrefixBlockChars, cfg.PrefixLRUBlocks); err != nil {
+	prefix, err := scheduling.NewPrefixScorer(cfg.PrefixBlockChars, cfg.PrefixLRUBlocks)
+	if err != nil {
 		return nil, err
 	}
 	def := config.Default().Router.Weights
@@ -113,7 +113,7 @@ func newRouter(cfg config.Router, engines []config.Engine, transport http.RoundT
 		[]scheduling.WeightedScorer{
 			{Scorer: scheduling.QueueScorer{}, Weight: weight(cfg.Weights.Queue, def.Queue)},
 			{Scorer: scheduling.KVCacheScorer{}, Weight: weight(cfg.Weights.KVCache, def.KVCache)},
-			{Scorer: r.prefix, Weight: weight(cfg.Weights.Prefix, def.Prefix)},
+			{Scorer: prefix, Weight: weight(cfg.Weights.Prefix, def.Prefix)},
 		},
 		scheduling.NewMaxScorePicker(src),
 	)

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -102,3 +103,34 @@ func TestPlanOutputLengths(t *testing.T) {
 }
 
 type chatMsg struct{ role, content string }
+
+// TestEncodePathologicalInput: inputs that are quadratic for a backtracking pre-tokenizer or a
+// naive special-token scan still tokenize (in linear time; a regression makes this test take
+// minutes), and round-trip to the same text.
+func TestEncodePathologicalInput(t *testing.T) {
+	tok := testTokenizer(t)
+	for _, tc := range []struct{ name, text string }{
+		{"newline-space run", strings.Repeat("\n ", 128<<10)},
+		{"unterminated special markers", strings.Repeat("<|", 128<<10)},
+		{"almost special tokens", strings.Repeat("<|eot_id", 32<<10)},
+		{"short runs are exact", "a\n \n \n b" + strings.Repeat("\n", 100)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ids := tok.encode(tc.text)
+			require.NotEmpty(t, ids)
+			var b strings.Builder
+			for _, id := range ids {
+				b.WriteString(tok.tokenString(id))
+			}
+			require.Equal(t, tc.text, b.String())
+		})
+	}
+	short := "a\n \n \n b"
+	ids, _, err := tok.codec.Encode(short)
+	require.NoError(t, err)
+	want := make([]int, len(ids))
+	for i, id := range ids {
+		want[i] = int(id)
+	}
+	require.Equal(t, want, tok.encode(short), "runs under the bound tokenize exactly as cl100k")
+}

@@ -285,7 +285,7 @@ func TestErrors(t *testing.T) {
 		{"unknown model, completions", "/v1/completions", `{"model":"x","prompt":"hi"}`, 404,
 			`{"error":{"message":"The model ` + "`x`" + ` does not exist.","type":"NotFoundError","param":"model","code":404}}`},
 		{"prompt over max_model_len", "/v1/completions", `{"prompt":"` + long + `"}`, 400,
-			`{"error":{"message":"This model's maximum context length is 64 tokens. However, your request has 81 input tokens. Please reduce the length of the input messages.","type":"BadRequestError","param":"input_tokens","code":400}}`},
+			`{"error":{"message":"This model's maximum context length is 64 tokens. However, your request has 82 input tokens. Please reduce the length of the input messages.","type":"BadRequestError","param":"input_tokens","code":400}}`},
 		{"prompt + max_tokens over max_model_len", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":60}`, 400,
 			`{"error":{"message":"'max_tokens' or 'max_completion_tokens' is too large: 60. This model's maximum context length is 64 tokens and your request has 11 input tokens (60 > 64 - 11).","type":"BadRequestError","param":"max_tokens","code":400}}`},
 		{"malformed JSON", "/v1/chat/completions", `{"messages":[`, 400,
@@ -482,16 +482,21 @@ func TestKVUsageWhileRunning(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body := fmt.Sprintf(`{"messages":[{"role":"user","content":"%d %s"}],"max_tokens":50}`, i, longPrefix)
+			body := fmt.Sprintf(`{"messages":[{"role":"user","content":"%d %s"}],"max_tokens":50,"ignore_eos":true}`, i, longPrefix)
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+"/v1/chat/completions", strings.NewReader(body))
 			if resp, err := http.DefaultClient.Do(req); err == nil {
 				resp.Body.Close()
 			}
 		}()
 	}
+	// The first request's prefill runs alone; the others join the batch at the next step.
 	require.Eventually(t, func() bool {
 		fams := scrape(t, hs)
-		return metricValue(t, fams, "vllm:num_requests_running") == 3
+		if metricValue(t, fams, "vllm:num_requests_running") == 3 {
+			return true
+		}
+		clk.Step(time.Millisecond)
+		return false
 	}, 5*time.Second, time.Millisecond)
 	fams := scrape(t, hs)
 	usage := metricValue(t, fams, "vllm:kv_cache_usage_perc")
@@ -577,7 +582,7 @@ func TestCloseFailsInflight(t *testing.T) {
 	require.Eventually(t, func() bool { return clk.HasWaiters() }, 5*time.Second, time.Millisecond)
 	require.Eventually(t, func() bool {
 		fams := scrape(t, hs)
-		return metricValue(t, fams, "vllm:num_requests_running") == 2
+		return metricValue(t, fams, "vllm:num_requests_running")+metricValue(t, fams, "vllm:num_requests_waiting") == 2
 	}, 5*time.Second, time.Millisecond)
 	s.Close()
 	for i := 0; i < 2; i++ {

@@ -1,0 +1,71 @@
+package sim
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"k8s.io/utils/clock"
+)
+
+// FuzzRequestParsing sends arbitrary bodies to the generation and tokenize endpoints: the answer
+// is always a success or vLLM's error JSON with the status as its code, never a panic or a 500.
+func FuzzRequestParsing(f *testing.F) {
+	for _, seed := range []string{
+		`{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"hi"}],"max_tokens":4}`,
+		`{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true}}`,
+		`{"prompt":"hello","max_tokens":3,"ignore_eos":true,"min_tokens":2,"seed":-5}`,
+		`{"prompt":[[1,2],[3]],"stream":true}`,
+		`{"prompt":["a","b"],"n":1}`,
+		`{"prompt":[128000,5,-1]}`,
+		`{"messages":[],"max_completion_tokens":1}`,
+		`{"messages":null}`,
+		`{"prompt":"<|eot_id|><|begin_of_text|>","add_special_tokens":false,"return_token_strs":true}`,
+		`{"model":"other","prompt":"x"}`,
+		`{"prompt":"x","max_tokens":1e3}`,
+		`[]`, `null`, `{`, ``,
+	} {
+		for path := range uint8(3) {
+			f.Add(path, []byte(seed))
+		}
+	}
+	cfg := testConfig()
+	cfg.MaxModelLen = 256
+	cfg.MaxOutputTokens = 16
+	cfg.NumGPUBlocks = 64
+	s, err := New(cfg, "fuzz", clock.RealClock{}, nil)
+	require.NoError(f, err)
+	f.Cleanup(s.Close)
+	paths := []string{"/v1/chat/completions", "/v1/completions", "/tokenize"}
+
+	f.Fuzz(func(t *testing.T, path uint8, body []byte) {
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, paths[int(path)%len(paths)], bytes.NewReader(body)))
+		switch rec.Code {
+		case http.StatusOK:
+			if strings.HasPrefix(rec.Header().Get("Content-Type"), "text/event-stream") {
+				require.True(t, strings.HasSuffix(rec.Body.String(), "data: [DONE]\n\n"), rec.Body.String())
+				return
+			}
+			require.True(t, json.Valid(rec.Body.Bytes()), rec.Body.String())
+		case http.StatusBadRequest, http.StatusNotFound:
+			var e struct {
+				Error struct {
+					Message string `json:"message"`
+					Type    string `json:"type"`
+					Code    int    `json:"code"`
+				} `json:"error"`
+			}
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &e), rec.Body.String())
+			require.Equal(t, rec.Code, e.Error.Code)
+			require.NotEmpty(t, e.Error.Message)
+			require.NotEmpty(t, e.Error.Type)
+		default:
+			t.Fatalf("status %d for %q: %s", rec.Code, body, rec.Body.String())
+		}
+	})
+}
