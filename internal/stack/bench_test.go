@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"slices"
@@ -16,11 +17,18 @@ import (
 //	go test -run XXX -bench Overhead -benchtime 2000x ./internal/stack
 func BenchmarkOverhead(b *testing.B) {
 	ts := startStack(b, nil)
+	if _, err := ts.admin.CreateTenant(context.Background(), "bench", 0, 0, nil); err != nil {
+		b.Fatal(err)
+	}
+	key, _, err := ts.admin.CreateKey(context.Background(), "bench", "")
+	if err != nil {
+		b.Fatal(err)
+	}
 	body := `{"model":"` + ts.model + `","max_tokens":16,"ignore_eos":true,"messages":[{"role":"user","content":"` +
 		strings.Repeat("Tell me about prefix caching. ", 20) + `"}]}`
 	for _, tc := range []struct{ name, url, key string }{
 		{"direct-to-replica", ts.Replicas[0].URL, ""},
-		{"through-stack", ts.base, devKey},
+		{"through-stack", ts.base, key},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			client := &http.Client{Transport: newHTTPTransport()}

@@ -152,10 +152,10 @@ func TestEndToEndOpenAIClient(t *testing.T) {
 		require.NotNil(t, usage, "the client asked for the usage chunk")
 		rec := ts.usage(t, "e2e-stream-1")
 		require.NotNil(t, rec)
-		require.Equal(t, int(usage.PromptTokens), rec.PromptTokens)
-		require.Equal(t, int(usage.CompletionTokens), rec.CompletionTokens)
-		require.Equal(t, int(usage.PromptTokensDetails.CachedTokens), rec.CachedTokens)
-		require.Positive(t, rec.TTFT)
+		require.Equal(t, usage.PromptTokens, rec.PromptTokens)
+		require.Equal(t, usage.CompletionTokens, rec.CompletionTokens)
+		require.Equal(t, usage.PromptTokensDetails.CachedTokens, rec.CachedTokens)
+		require.LessOrEqual(t, rec.TTFT, rec.Duration, "TTFT is part of the duration (both are exact to the gateway tests; here simulated time is off)")
 	})
 
 	t.Run("chat stream without usage: metered anyway, usage chunk not shown", func(t *testing.T) {

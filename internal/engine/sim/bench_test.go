@@ -13,7 +13,8 @@ import (
 	"k8s.io/utils/clock"
 )
 
-// benchPrompt is the first Arena-Hard prompt when the shared data is present.
+// benchPrompt is a realistic long user turn: the first 16 Arena-Hard prompts joined (about 3 KB,
+// 800 tokens), or a synthetic one when the shared data is absent.
 func benchPrompt(b *testing.B) string {
 	f, err := os.Open("../../../../shared/data/prompts/arenahard_v01_question.jsonl")
 	if err != nil {
@@ -22,14 +23,15 @@ func benchPrompt(b *testing.B) string {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	if !sc.Scan() {
-		return longPrefix
+	var parts []string
+	for len(parts) < 16 && sc.Scan() {
+		var q struct {
+			Prompt string `json:"prompt"`
+		}
+		require.NoError(b, json.Unmarshal(sc.Bytes(), &q))
+		parts = append(parts, q.Prompt)
 	}
-	var q struct {
-		Prompt string `json:"prompt"`
-	}
-	require.NoError(b, json.Unmarshal(sc.Bytes(), &q))
-	return q.Prompt
+	return strings.Join(parts, "\n\n")
 }
 
 // BenchmarkChatCompletion is one full non-streaming request at time_scale 0: parse, chat
@@ -40,6 +42,13 @@ func BenchmarkChatCompletion(b *testing.B) {
 	defer s.Close()
 	content, _ := json.Marshal(benchPrompt(b))
 	body := `{"model":"` + testModel + `","messages":[{"role":"user","content":` + string(content) + `}],"max_tokens":64,"ignore_eos":true}`
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/chat/completions", strings.NewReader(body)))
+	var resp struct {
+		Usage usageInfo `json:"usage"`
+	}
+	require.NoError(b, json.Unmarshal(rec.Body.Bytes(), &resp))
+	require.Equal(b, 64, resp.Usage.CompletionTokens)
 	b.ReportAllocs()
 	for b.Loop() {
 		rec := httptest.NewRecorder()
@@ -48,6 +57,7 @@ func BenchmarkChatCompletion(b *testing.B) {
 			b.Fatal(rec.Body.String())
 		}
 	}
+	b.ReportMetric(float64(resp.Usage.PromptTokens), "prompt_tokens")
 }
 
 // BenchmarkChatCompletionParallel is the same request from many clients at once.

@@ -283,6 +283,7 @@ func (c *core) schedule(now time.Time) *stepPlan {
 			c.stats.prefixQueries += s.numTokens()
 			c.stats.prefixHits += hitTokens
 		}
+		c.waiting[0] = nil // do not keep finished sequences reachable from the backing array
 		c.waiting = c.waiting[1:]
 		s.status = statusRunning
 		c.running = append(c.running, s)

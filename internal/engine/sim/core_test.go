@@ -141,7 +141,7 @@ func TestCoreMaxNumSeqs(t *testing.T) {
 // TestCoreWaitsForBlocks: the waiting queue's head waits until blocks free up (FIFO).
 func TestCoreWaitsForBlocks(t *testing.T) {
 	h := newCoreHarness(t, 9, 16, 8, 8192) // 8 usable blocks
-	a := seqOf("a", tokensFrom(1, 100), 2)  // 7 blocks
+	a := seqOf("a", tokensFrom(1, 100), 2) // 7 blocks
 	b := seqOf("b", tokensFrom(1000, 40), 2)
 	h.add(a, b)
 	h.step()

@@ -23,6 +23,7 @@ func FuzzRequestParsing(f *testing.F) {
 		`{"prompt":["a","b"],"n":1}`,
 		`{"prompt":[128000,5,-1]}`,
 		`{"messages":[],"max_completion_tokens":1}`,
+		`{"messages":[],"add_generation_prompt":false,"stream":true}`,
 		`{"messages":null}`,
 		`{"prompt":"<|eot_id|><|begin_of_text|>","add_special_tokens":false,"return_token_strs":true}`,
 		`{"model":"other","prompt":"x"}`,

@@ -24,7 +24,8 @@ type genParams struct {
 // planOutput decides a request's answer, deterministically from (configured seed, request seed,
 // prompt tokens): the same inputs always give the same tokens.
 //
-// The natural length is uniform in [1, limit]; an answer shorter than limit ends with EOS
+// The natural length is uniform in [max(2, limit/2), limit] (a real model seldom answers with EOS
+// alone, and an empty answer helps no one trying the stack); an answer shorter than limit ends with EOS
 // (finish_reason "stop"), one of length limit is cut (finish_reason "length"). With ignore_eos
 // exactly limit tokens are generated; min_tokens delays EOS as vLLM's MinTokensLogitsProcessor
 // does. The text is English words with sentence punctuation, each word a single token and each
@@ -48,7 +49,8 @@ func (t *tokenizerSet) planOutput(cfgSeed int64, prompt []int, p genParams) outp
 	h := d.Sum64()
 	rng := rand.New(rand.NewPCG(h, h^0x9e3779b97f4a7c15))
 
-	n := rng.IntN(p.limit) + 1
+	lo := min(p.limit, max(2, p.limit/2))
+	n := lo + rng.IntN(p.limit-lo+1)
 	reason := finishStop
 	if p.ignoreEOS {
 		n = p.limit

@@ -83,8 +83,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	role := "assistant"
-	if !addGen {
-		role = msgs[len(msgs)-1].Role
+	if !addGen && len(msgs) > 0 {
+		role = msgs[len(msgs)-1].Role // vLLM get_chat_request_role
 	}
 	created := s.clk.Now().Unix()
 	if req.Stream {

@@ -106,7 +106,8 @@ func parseRequest(body []byte) (*genRequest, error) {
 	if err := json.Unmarshal(body, &r); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return nil, validationError(te.Value+"_type", "'"+te.Field+"'", "Input should be a valid "+goTypeName(te.Type.String()))
+			got, _, _ := strings.Cut(te.Value, " ") // "number 1e30" -> "number"
+			return nil, validationError(got+"_type", "'"+te.Field+"'", "Input should be a valid "+goTypeName(te.Type.String()))
 		}
 		return nil, validationError("json_invalid", "0", "JSON decode error")
 	}

@@ -296,6 +296,8 @@ func TestErrors(t *testing.T) {
 			`{"error":{"message":"[{'type': 'missing', 'loc': ('body', 'prompt'), 'msg': 'Field required'}]","type":"Bad Request","param":null,"code":400}}`},
 		{"mistyped field", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":"ten"}`, 400,
 			`{"error":{"message":"[{'type': 'string_type', 'loc': ('body', 'max_tokens'), 'msg': 'Input should be a valid integer'}]","type":"Bad Request","param":null,"code":400}}`},
+		{"integer out of range", "/v1/completions", `{"prompt":"hi","seed":1e30}`, 400,
+			`{"error":{"message":"[{'type': 'number_type', 'loc': ('body', 'seed'), 'msg': 'Input should be a valid integer'}]","type":"Bad Request","param":null,"code":400}}`},
 		{"message without role", "/v1/chat/completions", `{"messages":[{"content":"hi"}]}`, 400,
 			`{"error":{"message":"[{'type': 'missing', 'loc': ('body', 'messages', 0, 'role'), 'msg': 'Field required'}]","type":"Bad Request","param":null,"code":400}}`},
 		{"n > 1", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"n":2}`, 400,
@@ -405,25 +407,25 @@ func TestMetrics(t *testing.T) {
 	}
 	fams := scrape(t, hs)
 	for name, typ := range map[string]string{
-		"vllm:num_requests_running":         "GAUGE",
-		"vllm:num_requests_waiting":         "GAUGE",
-		"vllm:kv_cache_usage_perc":          "GAUGE",
-		"vllm:gpu_cache_usage_perc":         "GAUGE",
-		"vllm:prefix_cache_queries_total":   "COUNTER",
-		"vllm:prefix_cache_hits_total":      "COUNTER",
-		"vllm:num_preemptions_total":        "COUNTER",
-		"vllm:prompt_tokens_total":          "COUNTER",
-		"vllm:generation_tokens_total":      "COUNTER",
-		"vllm:request_success_total":        "COUNTER",
-		"vllm:time_to_first_token_seconds":  "HISTOGRAM",
-		"vllm:inter_token_latency_seconds":  "HISTOGRAM",
+		"vllm:num_requests_running":          "GAUGE",
+		"vllm:num_requests_waiting":          "GAUGE",
+		"vllm:kv_cache_usage_perc":           "GAUGE",
+		"vllm:gpu_cache_usage_perc":          "GAUGE",
+		"vllm:prefix_cache_queries_total":    "COUNTER",
+		"vllm:prefix_cache_hits_total":       "COUNTER",
+		"vllm:num_preemptions_total":         "COUNTER",
+		"vllm:prompt_tokens_total":           "COUNTER",
+		"vllm:generation_tokens_total":       "COUNTER",
+		"vllm:request_success_total":         "COUNTER",
+		"vllm:time_to_first_token_seconds":   "HISTOGRAM",
+		"vllm:inter_token_latency_seconds":   "HISTOGRAM",
 		"vllm:time_per_output_token_seconds": "HISTOGRAM",
-		"vllm:e2e_request_latency_seconds":  "HISTOGRAM",
-		"vllm:request_queue_time_seconds":   "HISTOGRAM",
-		"vllm:iteration_tokens_total":       "HISTOGRAM",
-		"vllm:request_prompt_tokens":        "HISTOGRAM",
-		"vllm:request_generation_tokens":    "HISTOGRAM",
-		"vllm:cache_config_info":            "GAUGE",
+		"vllm:e2e_request_latency_seconds":   "HISTOGRAM",
+		"vllm:request_queue_time_seconds":    "HISTOGRAM",
+		"vllm:iteration_tokens_total":        "HISTOGRAM",
+		"vllm:request_prompt_tokens":         "HISTOGRAM",
+		"vllm:request_generation_tokens":     "HISTOGRAM",
+		"vllm:cache_config_info":             "GAUGE",
 	} {
 		f, ok := fams[name]
 		require.True(t, ok, "missing %s", name)
@@ -597,10 +599,14 @@ func TestCloseFailsInflight(t *testing.T) {
 	}
 }
 
+// TestConcurrentRequests runs concurrent streaming and non-streaming requests through a replica
+// whose KV cache holds about three of them, so requests wait for blocks and running ones can be
+// preempted; every request still gets its whole answer.
 func TestConcurrentRequests(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxNumSeqs = 4
-	cfg.NumGPUBlocks = 600 // tight enough to make requests wait and preempt
+	cfg.MaxModelLen = 1024
+	cfg.NumGPUBlocks = 70 // 69 usable; each request needs about 25
 	_, hs := startServer(t, cfg, clock.RealClock{}, nil)
 	c := newClient(hs)
 	var wg sync.WaitGroup
@@ -610,16 +616,25 @@ func TestConcurrentRequests(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			params := oai.ChatCompletionNewParams{Model: testModel, MaxTokens: oai.Int(64),
-				Messages: []oai.ChatCompletionMessageParamUnion{oai.SystemMessage(longPrefix), oai.UserMessage(fmt.Sprint(i))}}
+				// The number first: no two prompts share a block.
+				Messages: []oai.ChatCompletionMessageParamUnion{oai.UserMessage(fmt.Sprint(i) + longPrefix)}}
 			if i%2 == 0 {
-				stream := c.Chat.Completions.NewStreaming(context.Background(), params)
+				stream := c.Chat.Completions.NewStreaming(context.Background(), params, option.WithJSONSet("ignore_eos", true))
+				n := 0
 				for stream.Next() {
+					if len(stream.Current().Choices) > 0 && stream.Current().Choices[0].Delta.Role == "" {
+						n++
+					}
 				}
-				errs <- stream.Err()
+				if err := stream.Err(); err != nil || n != 64 {
+					errs <- fmt.Errorf("stream %d: %d token chunks, err %v", i, n, err)
+				}
 				return
 			}
-			_, err := c.Chat.Completions.New(context.Background(), params)
-			errs <- err
+			resp, err := c.Chat.Completions.New(context.Background(), params, option.WithJSONSet("ignore_eos", true))
+			if err != nil || resp.Usage.CompletionTokens != 64 {
+				errs <- fmt.Errorf("request %d: %v", i, err)
+			}
 		}()
 	}
 	wg.Wait()
@@ -629,7 +644,9 @@ func TestConcurrentRequests(t *testing.T) {
 	}
 	fams := scrape(t, hs)
 	require.Equal(t, 32.0, metricValue(t, fams, "vllm:request_success_total"))
+	require.Equal(t, 32.0*64, metricValue(t, fams, "vllm:generation_tokens_total"))
 	require.Equal(t, 0.0, metricValue(t, fams, "vllm:kv_cache_usage_perc"))
+	t.Logf("preemptions: %v", metricValue(t, fams, "vllm:num_preemptions_total"))
 }
 
 func TestNew(t *testing.T) {

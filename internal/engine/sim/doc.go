@@ -1,0 +1,21 @@
+// Package sim is a simulated vLLM replica: vLLM's OpenAI-compatible HTTP server over a model of
+// vLLM's V1 engine, so the router, gateway and platform can be developed, tested and benchmarked
+// without GPUs, and `strata serve` runs end to end on one machine.
+//
+// What is modelled (see README.md for parameters and gaps):
+//   - the HTTP surface and wire formats of vLLM's OpenAI server: chat completions and completions
+//     (streaming with usage chunks and continuous usage stats), /v1/models, /health, /metrics,
+//     /tokenize, and vLLM's error JSON (vllm/entrypoints/openai/);
+//   - a real BPE tokenizer (cl100k_base plus Llama-3's special tokens) and the Llama-3 chat
+//     template; deterministic answers of English words that re-tokenize to themselves;
+//   - the engine core (core.go): a waiting queue, continuous batching under max_num_seqs and a
+//     token budget with chunked prefill, a paged KV cache with ref-counted blocks, prefix caching
+//     over full blocks keyed by vLLM's sha256_cbor hash chain (hash.go), LRU eviction of cached
+//     free blocks (kvcache.go) and preemption by recompute (vllm/v1/core/);
+//   - a roofline latency model per GPU and model profile (profile.go), advanced on an injected
+//     clock scaled by time_scale, so the same code runs in real and in virtual time;
+//   - vLLM's Prometheus metrics, on a registry per replica (vllm/v1/metrics/loggers.py).
+//
+// The core is a deterministic state machine with no goroutines; one goroutine per Server (the
+// step loop) drives it, and Close stops it.
+package sim
