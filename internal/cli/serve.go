@@ -74,7 +74,7 @@ servers. --layers runs a part of the chain and reaches the next layer at --upstr
 
 // printDevKey shows the development key once, on stdout (never in the log), with a curl line.
 func printDevKey(g *globals, cfg *config.Config, base, key string) {
-	model := cfg.Sim.Model
+	model := cfg.Sim.ServedModelName
 	if len(cfg.Engines) > 0 {
 		model = "MODEL"
 		if len(cfg.Engines[0].Models) > 0 {
@@ -104,7 +104,7 @@ func simCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadConfig(func(c *config.Config) {
 				if model != "" {
-					c.Sim.Model = model
+					c.Sim.ServedModelName = model
 				}
 			})
 			if err != nil {
@@ -126,7 +126,7 @@ func simCmd(g *globals) *cobra.Command {
 			hs := &http.Server{Handler: srv}
 			go func() { <-cmd.Context().Done(); _ = hs.Close() }()
 			log.Info("listening", "serves", "simulated vLLM replica", "url", "http://"+ln.Addr().String(),
-				"model", cfg.Sim.Model, "gpu", cfg.Sim.GPU)
+				"model", cfg.Sim.ServedModelName, "gpu", cfg.Sim.GPU)
 			if err := hs.Serve(ln); err != http.ErrServerClosed {
 				return err
 			}
@@ -134,7 +134,7 @@ func simCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8000", "address to serve on (host:port)")
-	cmd.Flags().StringVar(&model, "model", "", "served model name (default: sim.model of the config)")
+	cmd.Flags().StringVar(&model, "served-model-name", "", "model name of the API (default: sim.model of the config)")
 	return cmd
 }
 

@@ -77,8 +77,11 @@ type Engine struct {
 type Sim struct {
 	// Replicas is the number of simulated replicas. Default 3.
 	Replicas int `json:"replicas"`
-	// Model is the served model name. Default meta-llama/Llama-3.1-8B-Instruct.
+	// Model is the simulated model profile (its size sets the timing). Default
+	// meta-llama/Llama-3.1-8B-Instruct.
 	Model string `json:"model"`
+	// ServedModelName is the model name of the API, as vLLM's --served-model-name. Default Model.
+	ServedModelName string `json:"served_model_name"`
 	// GPU is the simulated GPU profile. Default H100-SXM.
 	GPU string `json:"gpu"`
 	// MaxModelLen is the context length in tokens; longer requests get vLLM's 400. Default 8192.
@@ -235,6 +238,9 @@ func cleanYAMLError(err error) error {
 func (c *Config) Finish() error {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir()
+	}
+	if c.Sim.ServedModelName == "" {
+		c.Sim.ServedModelName = c.Sim.Model
 	}
 	if c.Store.Driver == "sqlite" && c.Store.DSN == "" {
 		c.Store.DSN = filepath.Join(c.DataDir, "strata.db")

@@ -62,7 +62,7 @@ func startStack(t testing.TB, edit func(*config.Config)) *testStack {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	require.NoError(t, err)
 	st.Serve(ln)
-	ts := &testStack{Stack: st, base: "http://" + ln.Addr().String(), model: cfg.Sim.Model, db: st.store}
+	ts := &testStack{Stack: st, base: "http://" + ln.Addr().String(), model: cfg.Sim.ServedModelName, db: st.store}
 	secret, err := gateway.LoadOrCreateSecret(cfg.Gateway.KeySecretFile)
 	require.NoError(t, err)
 	ts.admin = gateway.NewAdmin(st.store, secret)

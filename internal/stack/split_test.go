@@ -5,14 +5,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	oai "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
+	"k8s.io/utils/clock"
 
 	"github.com/strata-inference/strata/internal/config"
+	"github.com/strata-inference/strata/internal/engine/sim"
 	"github.com/strata-inference/strata/internal/gateway"
 )
 
@@ -52,7 +55,7 @@ func TestSplitLayersOverHTTP(t *testing.T) {
 
 	c := oai.NewClient(option.WithBaseURL("http://"+lnUp.Addr().String()+"/v1"), option.WithAPIKey(devKey), option.WithMaxRetries(0))
 	stream := c.Chat.Completions.NewStreaming(context.Background(), oai.ChatCompletionNewParams{
-		Model:         lower.Sim.Model,
+		Model:         lower.Sim.ServedModelName,
 		Messages:      []oai.ChatCompletionMessageParamUnion{oai.UserMessage("hello across processes")},
 		MaxTokens:     oai.Int(8),
 		StreamOptions: oai.ChatCompletionStreamOptionsParam{IncludeUsage: oai.Bool(true)},
@@ -74,4 +77,37 @@ func TestSplitLayersOverHTTP(t *testing.T) {
 	require.Equal(t, "split-1", recs[0].RequestID)
 	require.Equal(t, completion, recs[0].CompletionTokens)
 	require.Contains(t, recs[0].Endpoint, "sim-", "the router's served-endpoint header crossed the process boundary")
+}
+
+// `strata serve --config FILE` with engines: the same stack fronts external OpenAI-compatible
+// servers (here two simulated replicas on their own listeners, standing in for vLLM), with the
+// served models discovered from each server's /v1/models.
+func TestExternalEnginesFromConfig(t *testing.T) {
+	zero := 0.0
+	simCfg := config.Default().Sim
+	simCfg.TimeScale = &zero
+	simCfg.ServedModelName = "external-model"
+	var engines []config.Engine
+	for _, name := range []string{"vllm-a", "vllm-b"} {
+		srv, err := sim.New(simCfg, name, clock.RealClock{}, nil)
+		require.NoError(t, err)
+		hs := httptest.NewServer(srv)
+		t.Cleanup(func() { hs.Close(); srv.Close() })
+		engines = append(engines, config.Engine{Name: name, URL: hs.URL, GPU: "A100-80GB"})
+	}
+	ts := startStack(t, func(c *config.Config) { c.Engines = engines })
+	require.Empty(t, ts.Replicas, "no simulated replicas when engines are configured")
+	require.NotContains(t, ts.cfg.Layers, config.LayerEngine)
+
+	c := ts.client(devKey)
+	resp, err := c.Chat.Completions.New(context.Background(), oai.ChatCompletionNewParams{
+		Model:    "external-model",
+		Messages: []oai.ChatCompletionMessageParamUnion{oai.UserMessage("hello, external engine")},
+	}, option.WithHeader("X-Request-Id", "ext-1"))
+	require.NoError(t, err)
+	require.Equal(t, "external-model", resp.Model)
+	rec := ts.usage(t, "ext-1")
+	require.NotNil(t, rec)
+	require.Contains(t, []string{"vllm-a", "vllm-b"}, rec.Endpoint)
+	require.Equal(t, "A100-80GB", rec.GPU, "the serving GPU is recorded with usage")
 }

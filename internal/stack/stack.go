@@ -150,8 +150,8 @@ func (s *Stack) startSims(clk clock.Clock) ([]config.Engine, error) {
 		base := "http://" + ln.Addr().String()
 		s.serve(ln, srv)
 		s.log.Info("listening", "serves", "simulated vLLM replica", "replica", name, "url", base,
-			"model", s.cfg.Sim.Model, "gpu", s.cfg.Sim.GPU)
-		engines = append(engines, config.Engine{Name: name, URL: base, Models: []string{s.cfg.Sim.Model}, GPU: s.cfg.Sim.GPU})
+			"model", s.cfg.Sim.ServedModelName, "gpu", s.cfg.Sim.GPU)
+		engines = append(engines, config.Engine{Name: name, URL: base, Models: []string{s.cfg.Sim.ServedModelName}, GPU: s.cfg.Sim.GPU})
 	}
 	s.Replicas = engines
 	return engines, nil

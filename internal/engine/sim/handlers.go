@@ -98,7 +98,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	q, v := j.seqs[0], views[0]
 	writeJSON(w, chatCompletion{
-		ID: id, Object: "chat.completion", Created: created, Model: s.cfg.Model,
+		ID: id, Object: "chat.completion", Created: created, Model: s.cfg.ServedModelName,
 		Choices: []chatChoice{{
 			Message:      chatMessage{Role: role, Content: s.tok.detokenize(q.output()[:v.generated]), ToolCalls: []any{}},
 			FinishReason: v.reason,
@@ -117,7 +117,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *genRequ
 	q := j.seqs[0]
 	out := q.output()
 	chunk := func(choice any, completion int) chatChunk {
-		c := chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.cfg.Model, Choices: []any{choice}}
+		c := chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.cfg.ServedModelName, Choices: []any{choice}}
 		if continuous {
 			c.Usage = &usageInfo{PromptTokens: q.promptLen, CompletionTokens: completion, TotalTokens: q.promptLen + completion}
 		}
@@ -168,7 +168,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *genRequ
 		}
 	}
 	if includeUsage {
-		_ = sse.JSON(chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.cfg.Model,
+		_ = sse.JSON(chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.cfg.ServedModelName,
 			Choices: []any{}, Usage: newUsage(q.promptLen, last.generated, last.cached)})
 	}
 	_ = sse.Done()
@@ -226,7 +226,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		openai.WriteError(w, err)
 		return
 	}
-	resp := completion{ID: id, Object: "text_completion", Created: created, Model: s.cfg.Model}
+	resp := completion{ID: id, Object: "text_completion", Created: created, Model: s.cfg.ServedModelName}
 	var promptTokens, completionTokens, cached int
 	for i, q := range j.seqs {
 		v := views[i]
@@ -277,7 +277,7 @@ func (s *Server) streamCompletions(w http.ResponseWriter, r *http.Request, req *
 					done[i] = true
 					remaining--
 				}
-				ch := completionChunk{ID: id, Object: "text_completion", Created: created, Model: s.cfg.Model,
+				ch := completionChunk{ID: id, Object: "text_completion", Created: created, Model: s.cfg.ServedModelName,
 					Choices: []completionChoice{c}}
 				if continuous {
 					ch.Usage = &usageInfo{PromptTokens: q.promptLen, CompletionTokens: sent[i], TotalTokens: q.promptLen + sent[i]}
@@ -305,7 +305,7 @@ func (s *Server) streamCompletions(w http.ResponseWriter, r *http.Request, req *
 			completionTokens += views[i].generated
 			cached += views[i].cached
 		}
-		_ = sse.JSON(completionChunk{ID: id, Object: "text_completion", Created: created, Model: s.cfg.Model,
+		_ = sse.JSON(completionChunk{ID: id, Object: "text_completion", Created: created, Model: s.cfg.ServedModelName,
 			Choices: []completionChoice{}, Usage: newUsage(promptTokens, completionTokens, cached)})
 	}
 	_ = sse.Done()

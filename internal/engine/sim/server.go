@@ -53,7 +53,8 @@ type Server struct {
 	closeOnce sync.Once
 }
 
-// New starts a simulated replica named name serving cfg.Model on a cfg.GPU profile. clk drives
+// New starts a simulated replica named name with the cfg.Model profile on a cfg.GPU profile,
+// serving it as cfg.ServedModelName (default cfg.Model). clk drives
 // every delay (a fake clock gives virtual time); every modelled delay is multiplied by
 // *cfg.TimeScale (nil means 1; 0 answers without waiting). The replica's vLLM metrics live on
 // its own registry, served at /metrics; Strata's strata_engine_sim_* metrics of the step loop
@@ -72,6 +73,9 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 	model, err := LookupModel(cfg.Model)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.ServedModelName == "" {
+		cfg.ServedModelName = cfg.Model
 	}
 	switch {
 	case cfg.BlockSize < 1:
@@ -108,7 +112,7 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 	s := &Server{
 		cfg: cfg, name: name, clk: clk, scale: scale, tok: tok, created: clk.Now().Unix(),
 		registry: registry,
-		metrics:  newVLLMMetrics(registry, cfg.Model, cfg.MaxModelLen, cacheConfigInfo(cfg.BlockSize, cfg.NumGPUBlocks)),
+		metrics:  newVLLMMetrics(registry, cfg.ServedModelName, cfg.MaxModelLen, cacheConfigInfo(cfg.BlockSize, cfg.NumGPUBlocks)),
 		simStats: simStats,
 		metricsH: promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
 		core: newCore(coreConfig{numBlocks: cfg.NumGPUBlocks, blockSize: cfg.BlockSize, maxNumSeqs: cfg.MaxNumSeqs,
@@ -276,7 +280,7 @@ func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, modelList{Object: "list", Data: []modelCard{{
-		ID: s.cfg.Model, Object: "model", Created: s.created, OwnedBy: "vllm", Root: s.cfg.Model,
+		ID: s.cfg.ServedModelName, Object: "model", Created: s.created, OwnedBy: "vllm", Root: s.cfg.Model,
 		MaxModelLen: s.cfg.MaxModelLen,
 		Permission: []modelPermission{{
 			ID: "modelperm-" + randomID(), Object: "model_permission", Created: s.created,
@@ -300,7 +304,7 @@ func (s *Server) readRequest(r *http.Request) (*genRequest, error) {
 }
 
 func (s *Server) checkModel(req *genRequest) error {
-	if req.Model != nil && *req.Model != "" && *req.Model != s.cfg.Model {
+	if req.Model != nil && *req.Model != "" && *req.Model != s.cfg.ServedModelName {
 		return modelNotFound(*req.Model)
 	}
 	return nil
