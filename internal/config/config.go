@@ -73,82 +73,6 @@ type Engine struct {
 	GPU string `json:"gpu"`
 }
 
-// Sim configures the simulated vLLM replicas started when no external engines are listed.
-type Sim struct {
-	// Replicas is the number of simulated replicas. Default 3.
-	Replicas int `json:"replicas"`
-	// Model is the simulated model profile (its size sets the timing). Default
-	// meta-llama/Llama-3.1-8B-Instruct.
-	Model string `json:"model"`
-	// ServedModelName is the model name of the API, as vLLM's --served-model-name. Default Model.
-	ServedModelName string `json:"served_model_name"`
-	// GPU is the simulated GPU profile. Default H100-SXM.
-	GPU string `json:"gpu"`
-	// MaxModelLen is the context length in tokens; longer requests get vLLM's 400. Default 8192.
-	MaxModelLen int `json:"max_model_len"`
-	// MaxNumSeqs caps concurrently running requests; the rest wait. Default 256.
-	MaxNumSeqs int `json:"max_num_seqs"`
-	// BlockSize is the KV block size in tokens. Default 16.
-	BlockSize int `json:"block_size"`
-	// NumGPUBlocks is the KV cache size in blocks. Default 8192 (131072 tokens).
-	NumGPUBlocks int `json:"num_gpu_blocks"`
-	// TimeScale multiplies every simulated delay: 1 is real time, 0 answers at once. Default 1.
-	TimeScale *float64 `json:"time_scale"`
-	// MaxOutputTokens bounds generated answers when the request sets no limit. Default 256.
-	MaxOutputTokens int `json:"max_output_tokens"`
-	// Seed makes generated text deterministic per (seed, prompt). Default 0.
-	Seed int64 `json:"seed"`
-}
-
-// Gateway configures the tenant plane.
-type Gateway struct {
-	// KeySecretFile holds the server secret that API keys are HMAC-SHA-256 hashed with. Created
-	// with 32 random bytes (mode 0600) on first start. Default <data_dir>/key-secret.
-	KeySecretFile string `json:"key_secret_file"`
-	// DevTenant is created with a key on first start when no tenant exists. Default "dev";
-	// "" disables it.
-	DevTenant *string `json:"dev_tenant"`
-	// DevRPM and DevTPM are the development tenant's limits (0 = unlimited). Default 600 / 1000000.
-	DevRPM *int `json:"dev_rpm"`
-	DevTPM *int `json:"dev_tpm"`
-	// AuthCacheTTL is how long a gateway reuses an authenticated key and its tenant before reading
-	// the store again: the longest a revocation or limit change made elsewhere (the CLI, another
-	// gateway replica) takes to apply. 0 reads the store on every request. Default 5s.
-	AuthCacheTTL Duration `json:"auth_cache_ttl"`
-}
-
-// Router configures the data plane.
-type Router struct {
-	// HealthInterval is the period of GET /health on each endpoint. Default 1s.
-	HealthInterval Duration `json:"health_interval"`
-	// ScrapeInterval is the period of GET /metrics on each endpoint. Default 50ms.
-	ScrapeInterval Duration `json:"scrape_interval"`
-	// ScrapeTimeout bounds one health check or scrape. Default 1s.
-	ScrapeTimeout Duration `json:"scrape_timeout"`
-	// StaleAfter: metrics older than this count the endpoint as saturated. Default 2s.
-	StaleAfter Duration `json:"stale_after"`
-	// Weights of the scorers; a weight of 0 disables a scorer.
-	Weights ScorerWeights `json:"weights"`
-	// PrefixBlockChars is the block size, in characters, of the approximate prefix scorer. Default 64
-	// (about 16 tokens, one vLLM KV block). Blocks end at message boundaries, so a short first turn
-	// still gives the second turn of a conversation a matching block.
-	PrefixBlockChars int `json:"prefix_block_chars"`
-	// PrefixLRUBlocks is the number of prefix blocks remembered per endpoint. Default 32768.
-	PrefixLRUBlocks int `json:"prefix_lru_blocks"`
-	// MaxAttempts is how many endpoints a request whose connection is refused may try. Default 3.
-	MaxAttempts int `json:"max_attempts"`
-}
-
-// ScorerWeights weights the router's scorers; scores are in [0,1].
-type ScorerWeights struct {
-	Queue   *float64 `json:"queue"`    // default 1
-	KVCache *float64 `json:"kv_cache"` // default 1
-	Prefix  *float64 `json:"prefix"`   // default 3
-}
-
-// Platform configures the workflow layer.
-type Platform struct{}
-
 // Duration is a time.Duration written as a Go duration string ("50ms", "1m30s") in YAML.
 type Duration time.Duration
 
@@ -180,18 +104,9 @@ func Default() *Config {
 		Listen:       "127.0.0.1:8080",
 		MaxBodyBytes: 10 << 20,
 		Store:        Store{Driver: "sqlite"},
-		Sim: Sim{
-			Replicas: 3, Model: "meta-llama/Llama-3.1-8B-Instruct", GPU: "H100-SXM",
-			MaxModelLen: 8192, MaxNumSeqs: 256, BlockSize: 16, NumGPUBlocks: 8192,
-			TimeScale: ptr(1.0), MaxOutputTokens: 256,
-		},
-		Gateway: Gateway{DevTenant: ptr("dev"), DevRPM: ptr(600), DevTPM: ptr(1_000_000), AuthCacheTTL: Duration(5 * time.Second)},
-		Router: Router{
-			HealthInterval: Duration(time.Second), ScrapeInterval: Duration(50 * time.Millisecond),
-			ScrapeTimeout: Duration(time.Second), StaleAfter: Duration(2 * time.Second),
-			Weights:          ScorerWeights{Queue: ptr(1.0), KVCache: ptr(1.0), Prefix: ptr(3.0)},
-			PrefixBlockChars: 64, PrefixLRUBlocks: 32768, MaxAttempts: 3,
-		},
+		Sim:          defaultSim(),
+		Gateway:      defaultGateway(),
+		Router:       defaultRouter(),
 	}
 }
 
@@ -338,58 +253,8 @@ func (c *Config) Validate() error {
 	if err := c.Router.validate(); err != nil {
 		return fmt.Errorf("router.%w", err)
 	}
-	if c.Gateway.AuthCacheTTL < 0 {
-		return fmt.Errorf("gateway.auth_cache_ttl: must not be negative, got %s", c.Gateway.AuthCacheTTL.D())
-	}
-	for name, v := range map[string]*int{"dev_rpm": c.Gateway.DevRPM, "dev_tpm": c.Gateway.DevTPM} {
-		if v != nil && *v < 0 {
-			return fmt.Errorf("gateway.%s: must not be negative, got %d", name, *v)
-		}
-	}
-	return nil
-}
-
-func (s *Sim) validate() error {
-	switch {
-	case s.Replicas < 1:
-		return fmt.Errorf("replicas: must be at least 1, got %d", s.Replicas)
-	case s.Model == "":
-		return errors.New("model: must not be empty")
-	case s.BlockSize < 1:
-		return fmt.Errorf("block_size: must be positive, got %d", s.BlockSize)
-	case s.NumGPUBlocks < 1:
-		return fmt.Errorf("num_gpu_blocks: must be positive, got %d", s.NumGPUBlocks)
-	case s.MaxModelLen < 1:
-		return fmt.Errorf("max_model_len: must be positive, got %d", s.MaxModelLen)
-	case s.MaxNumSeqs < 1:
-		return fmt.Errorf("max_num_seqs: must be positive, got %d", s.MaxNumSeqs)
-	case s.MaxOutputTokens < 1:
-		return fmt.Errorf("max_output_tokens: must be positive, got %d", s.MaxOutputTokens)
-	case s.TimeScale != nil && *s.TimeScale < 0:
-		return fmt.Errorf("time_scale: must not be negative, got %g", *s.TimeScale)
-	}
-	return nil
-}
-
-func (r *Router) validate() error {
-	for name, d := range map[string]Duration{"health_interval": r.HealthInterval, "scrape_interval": r.ScrapeInterval,
-		"scrape_timeout": r.ScrapeTimeout, "stale_after": r.StaleAfter} {
-		if d <= 0 {
-			return fmt.Errorf("%s: must be positive, got %s", name, d.D())
-		}
-	}
-	for name, w := range map[string]*float64{"queue": r.Weights.Queue, "kv_cache": r.Weights.KVCache, "prefix": r.Weights.Prefix} {
-		if w != nil && *w < 0 {
-			return fmt.Errorf("weights.%s: must not be negative, got %g", name, *w)
-		}
-	}
-	switch {
-	case r.PrefixBlockChars < 1:
-		return fmt.Errorf("prefix_block_chars: must be positive, got %d", r.PrefixBlockChars)
-	case r.PrefixLRUBlocks < 1:
-		return fmt.Errorf("prefix_lru_blocks: must be positive, got %d", r.PrefixLRUBlocks)
-	case r.MaxAttempts < 1:
-		return fmt.Errorf("max_attempts: must be at least 1, got %d", r.MaxAttempts)
+	if err := c.Gateway.validate(); err != nil {
+		return fmt.Errorf("gateway.%w", err)
 	}
 	return nil
 }

@@ -1,0 +1,4 @@
+package config
+
+// Platform configures the workflow layer.
+type Platform struct{}
