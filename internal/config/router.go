@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -25,6 +26,60 @@ type Router struct {
 	PrefixLRUBlocks int `json:"prefix_lru_blocks"`
 	// MaxAttempts is how many endpoints a request whose connection is refused may try. Default 3.
 	MaxAttempts int `json:"max_attempts"`
+	// Scheduler is the endpoint picker's plugin configuration, shaped like llm-d's
+	// EndpointPickerConfig. Nil (the default) builds the default profile from Weights,
+	// PrefixBlockChars and PrefixLRUBlocks. Plugin types and their parameters are checked when the
+	// router starts (internal/router/plugins), not here, since only the router knows them.
+	Scheduler *EndpointPickerConfig `json:"scheduler,omitempty"`
+}
+
+// EndpointPickerConfig configures the scheduler in the shape of llm-d's / the Gateway API
+// Inference Extension's EndpointPickerConfig (apiVersion inference.networking.x-k8s.io/v1alpha1),
+// with its camelCase keys, so an llm-d configuration's plugins section reads the same here:
+//
+//	scheduler:
+//	  plugins:
+//	    - type: queue-scorer
+//	    - type: prefix-cache-scorer
+//	      parameters: {blockSize: 64, lruCapacityPerServer: 32768}
+//	  schedulingProfiles:
+//	    - name: default
+//	      plugins:
+//	        - pluginRef: queue-scorer
+//	          weight: 1
+//	        - pluginRef: prefix-cache-scorer
+//	          weight: 3
+type EndpointPickerConfig struct {
+	// APIVersion and Kind are accepted (and ignored) so an llm-d file can be pasted in.
+	APIVersion string `json:"apiVersion,omitempty"`
+	Kind       string `json:"kind,omitempty"`
+	// Plugins instantiates plugins by type; each instance is referenced by its name.
+	Plugins []PluginSpec `json:"plugins"`
+	// SchedulingProfiles lists the profiles; the router runs exactly one today.
+	SchedulingProfiles []SchedulingProfile `json:"schedulingProfiles"`
+}
+
+// PluginSpec is one plugin instance.
+type PluginSpec struct {
+	// Type is the plugin's registered type name, e.g. "queue-scorer".
+	Type string `json:"type"`
+	// Name references the instance from a profile. Default: Type.
+	Name string `json:"name,omitempty"`
+	// Parameters are the type's own parameters, decoded strictly by its factory.
+	Parameters json.RawMessage `json:"parameters,omitempty"`
+}
+
+// SchedulingProfile is one filters -> scorers -> picker pipeline.
+type SchedulingProfile struct {
+	Name    string          `json:"name"`
+	Plugins []ProfilePlugin `json:"plugins"`
+}
+
+// ProfilePlugin references a plugin instance from a profile. Weight applies to scorers only
+// (default 1; 0 disables the scorer).
+type ProfilePlugin struct {
+	PluginRef string   `json:"pluginRef"`
+	Weight    *float64 `json:"weight,omitempty"`
 }
 
 // ScorerWeights weights the router's scorers; scores are in [0,1].

@@ -30,6 +30,35 @@ type Sim struct {
 	MaxOutputTokens int `json:"max_output_tokens"`
 	// Seed makes generated text deterministic per (seed, prompt). Default 0.
 	Seed int64 `json:"seed"`
+	// KVEventsEndpoint is the ZMQ PUB address the replica publishes KV-cache events on, as
+	// vLLM's --kv-events-config endpoint ("tcp://127.0.0.1:5557"; port 0 picks a free port).
+	// Empty (the default) publishes nothing. Several replicas of one config each add their
+	// index to the port, as vLLM offsets it by data-parallel rank.
+	KVEventsEndpoint string `json:"kv_events_endpoint"`
+	// KVEventsReplayEndpoint is the ZMQ ROUTER address serving replays of missed batches
+	// (vLLM's replay_endpoint). Empty: no replay socket.
+	KVEventsReplayEndpoint string `json:"kv_events_replay_endpoint"`
+	// KVEventsTopic is the topic frame of every published message (vLLM's topic). Default "".
+	KVEventsTopic string `json:"kv_events_topic"`
+	// KVEventsEncoding selects how each event is encoded in the msgpack payload: "map" (tagged
+	// maps, vLLM >= 0.24, the default) or "array" (tagged positional arrays, earlier vLLM).
+	KVEventsEncoding string `json:"kv_events_encoding"`
+}
+
+// KV-event encodings of Sim.KVEventsEncoding.
+const (
+	KVEventsEncodingMap   = "map"
+	KVEventsEncodingArray = "array"
+)
+
+// validZMQEndpoint reports whether ep names a ZMQ transport the simulator can bind.
+func validZMQEndpoint(ep string) bool {
+	for _, p := range []string{"tcp://", "ipc://", "inproc://"} {
+		if len(ep) > len(p) && ep[:len(p)] == p {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Sim) validate() error {
@@ -50,6 +79,14 @@ func (s *Sim) validate() error {
 		return fmt.Errorf("max_output_tokens: must be positive, got %d", s.MaxOutputTokens)
 	case s.TimeScale != nil && *s.TimeScale < 0:
 		return fmt.Errorf("time_scale: must not be negative, got %g", *s.TimeScale)
+	case s.KVEventsEncoding != KVEventsEncodingMap && s.KVEventsEncoding != KVEventsEncodingArray:
+		return fmt.Errorf("kv_events_encoding: %q is neither %q nor %q", s.KVEventsEncoding, KVEventsEncodingMap, KVEventsEncodingArray)
+	case s.KVEventsEndpoint != "" && !validZMQEndpoint(s.KVEventsEndpoint):
+		return fmt.Errorf("kv_events_endpoint: %q is not a tcp://, ipc:// or inproc:// address", s.KVEventsEndpoint)
+	case s.KVEventsReplayEndpoint != "" && !validZMQEndpoint(s.KVEventsReplayEndpoint):
+		return fmt.Errorf("kv_events_replay_endpoint: %q is not a tcp://, ipc:// or inproc:// address", s.KVEventsReplayEndpoint)
+	case s.KVEventsReplayEndpoint != "" && s.KVEventsEndpoint == "":
+		return errors.New("kv_events_replay_endpoint: needs kv_events_endpoint")
 	}
 	return nil
 }
@@ -58,6 +95,6 @@ func defaultSim() Sim {
 	return Sim{
 		Replicas: 3, Model: "meta-llama/Llama-3.1-8B-Instruct", GPU: "H100-SXM",
 		MaxModelLen: 8192, MaxNumSeqs: 256, BlockSize: 16, NumGPUBlocks: 8192,
-		TimeScale: ptr(1.0), MaxOutputTokens: 256,
+		TimeScale: ptr(1.0), MaxOutputTokens: 256, KVEventsEncoding: KVEventsEncodingMap,
 	}
 }

@@ -12,6 +12,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"k8s.io/utils/clock"
 
+	"github.com/strata-inference/strata/internal/config"
 	"github.com/strata-inference/strata/internal/openai"
 	"github.com/strata-inference/strata/internal/store"
 )
@@ -43,6 +44,7 @@ type principal struct {
 	key        *store.APIKey
 	tenant     *store.Tenant
 	fairnessID string
+	policy     policy       // effective policy of the key (tier <- tenant <- key)
 	fetched    time.Time    // when key and tenant were read from the store
 	lastUsed   atomic.Int64 // Unix ms of the last last_used_at write known to this process
 }
@@ -58,11 +60,12 @@ type authenticator struct {
 	ttl    time.Duration                  // 0: every request reads the store
 	// failures counts refused authentications by reason ("missing", "invalid", "revoked").
 	failures func(reason string)
+	cfg      *config.Gateway // tiers, for resolvePolicy
 }
 
 func newAuthenticator(st *store.Store, secret []byte, ttl time.Duration, clk clock.PassiveClock, log *slog.Logger, failures func(string)) *authenticator {
 	c, _ := lru.New[string, *principal](authCacheSize) // errors only for a size <= 0
-	return &authenticator{st: st, secret: secret, ttl: ttl, clk: clk, log: log, cache: c, failures: failures}
+	return &authenticator{st: st, secret: secret, ttl: ttl, clk: clk, log: log, cache: c, failures: failures, cfg: &config.Gateway{}}
 }
 
 // authenticate returns the principal of the request's key, or the *openai.Error to answer:
@@ -92,7 +95,7 @@ func (a *authenticator) authenticate(ctx context.Context, h http.Header) (*princ
 			a.log.ErrorContext(ctx, "gateway: authentication lookup failed", "err", err)
 			return nil, errAuthUnavailable
 		}
-		np := &principal{key: k, tenant: t, fairnessID: fairnessID(a.secret, t.ID), fetched: now}
+		np := &principal{key: k, tenant: t, fairnessID: fairnessID(a.secret, t.ID), fetched: now, policy: resolvePolicy(a.cfg, t, k)}
 		np.lastUsed.Store(k.LastUsedAt.UnixMilli())
 		if ok {
 			// Keep what this process already wrote, in case the store lags behind it.

@@ -24,7 +24,7 @@ func BenchmarkAdmission(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if a := g.limits.admit(p.tenant.ID, 1<<30, 1<<40, 300, true); a.rejected != "" {
+		if a, _ := g.backend.admitRates(ctx, p.policy.rateBucket, 1<<30, 1<<40, 300, true); a.rejected != "" {
 			b.Fatal(a.rejected)
 		}
 	}
@@ -44,7 +44,7 @@ func BenchmarkAdmissionParallel(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			g.limits.admit(p.tenant.ID, 1<<30, 1<<40, 300, true)
+			_, _ = g.backend.admitRates(ctx, p.policy.rateBucket, 1<<30, 1<<40, 300, true)
 		}
 	})
 }

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,8 +49,10 @@ type Gateway struct {
 	clk    clock.Clock
 	log    *slog.Logger
 	m      *metrics
-	auth   *authenticator
-	limits *limiter
+	auth    *authenticator
+	backend backend
+	prices  *prices
+	loc     *time.Location // billing time zone: calendar months of quotas and spend caps
 }
 
 // New returns a gateway over the store st (tenants, keys, usage), hashing keys with secret (at
@@ -79,10 +82,33 @@ func New(cfg config.Gateway, st *store.Store, secret []byte, next http.RoundTrip
 	if err != nil {
 		return nil, fmt.Errorf("gateway: metrics: %w", err)
 	}
-	g := &Gateway{cfg: cfg, st: st, secret: secret, next: next, clk: clk, log: log, m: m, limits: newLimiter(clk)}
+	loc, err := cfg.Location()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: billing time zone: %w", err)
+	}
+	if cfg.Admission.ReservationTTL <= 0 {
+		cfg.Admission.ReservationTTL = config.Duration(10 * time.Minute)
+	}
+	var be backend
+	switch cfg.Admission.Backend {
+	case "", "memory":
+		be = newMemoryBackend(clk)
+	case "redis":
+		if be, err = newRedisBackend(cfg.Admission.RedisURL, cfg.Admission.KeyPrefix); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("gateway: unknown admission backend %q", cfg.Admission.Backend)
+	}
+	g := &Gateway{cfg: cfg, st: st, secret: secret, next: next, clk: clk, log: log, m: m, backend: be, loc: loc,
+		prices: &prices{st: st, ttl: max(cfg.AuthCacheTTL.D(), time.Second)}}
 	g.auth = newAuthenticator(st, secret, cfg.AuthCacheTTL.D(), clk, log, func(reason string) { m.authFailures.WithLabelValues(reason).Inc() })
+	g.auth.cfg = &g.cfg
 	return g, nil
 }
+
+// Close releases the admission backend's connections (Redis); the gateway must not serve after.
+func (g *Gateway) Close() error { return g.backend.Close() }
 
 // ServeHTTP serves POST /v1/chat/completions, /v1/completions and /v1/embeddings (authenticated,
 // allowlisted, rate limited, metered), GET /v1/models and GET /v1/models/{id} (authenticated,
@@ -127,19 +153,27 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
 		openai.WriteError(w, err)
 		return
 	}
-	if !p.tenant.Allows(req.Model) {
+	if !p.policy.allows(req.Model) {
 		openai.WriteError(w, openai.ModelNotFound(req.Model)) // same answer as an unknown model
 		return
 	}
+	outLimit, body, err := applyOutputPolicy(r.URL.Path, body, req, &p.policy)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
 	estimate, strict := estimateTokens(r.URL.Path, req)
-	adm := g.limits.admit(p.tenant.ID, p.tenant.RPM, p.tenant.TPM, estimate, strict)
+	outTokens := satMul(max(outLimit, 0), nOf(req))
+	if _, asked := req.OutputLimit(); !asked && outLimit > 0 {
+		estimate = satAdd(promptEstimate(req), outTokens) // the policy's default, not the caller's
+	}
+	if outLimit == 0 && r.URL.Path != openai.PathEmbeddings {
+		outTokens = satMul(DefaultOutputEstimate, nOf(req))
+	}
+	tk, adm, err := g.admit(ctx, w.Header(), p, req.Model, estimate, strict, outTokens, promptEstimate(req))
 	adm.setHeaders(w.Header())
-	if adm.rejected != "" {
-		g.m.rateLimited.WithLabelValues(adm.rejected).Inc()
-		if !adm.tooLarge {
-			w.Header().Set(openai.HeaderRetryAfter, retryAfterSeconds(adm.retryAfter()))
-		}
-		openai.WriteError(w, rateLimitError(req.Model, &adm, estimate))
+	if err != nil {
+		openai.WriteError(w, err)
 		return
 	}
 
@@ -147,7 +181,7 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
 	stream := req.Stream && r.URL.Path != openai.PathEmbeddings
 	if stream {
 		if body, err = forceIncludeUsage(body, wantsUsage); err != nil {
-			g.limits.settle(p.tenant.ID, p.tenant.TPM, adm.charged, 0)
+			tk.cancel(ctx)
 			openai.WriteError(w, err) // unreachable for a body ParseInferenceRequest accepted
 			return
 		}
@@ -159,26 +193,37 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
 
 	resp, err := g.next.RoundTrip(out)
 	if err != nil {
-		g.limits.settle(p.tenant.ID, p.tenant.TPM, adm.charged, 0)
+		tk.cancel(ctx)
 		g.answerTransportError(ctx, w, err)
 		return
 	}
 	mt := &metered{
-		g: g, p: p, path: r.URL.Path, req: req, requestID: requestID, start: start, adm: &adm,
+		g: g, p: p, path: r.URL.Path, req: req, requestID: requestID, start: start, adm: adm, tk: tk,
 		stream: stream, wantsUsage: wantsUsage, promptEstimate: promptEstimate(req),
 	}
 	mt.relay(ctx, w, resp)
 }
 
 // setDownstreamHeaders removes the caller's credentials and sets the headers the gateway owns:
-// the request id, the tenant's fairness id, and (issue 5, tiers) no objective yet, so a caller
-// cannot choose its own priority.
+// the request id, the tenant's fairness id, and the inference objective of the key's policy (or
+// none), so a caller cannot choose its own priority.
 func (g *Gateway) setDownstreamHeaders(h http.Header, p *principal, requestID string) {
 	h.Del("Authorization")
 	h.Del(HeaderAPIKey)
 	h.Del(openai.HeaderObjective)
 	h.Set(openai.HeaderRequestID, requestID)
 	h.Set(openai.HeaderFairnessID, p.fairnessID)
+	if p.policy.objective != "" {
+		h.Set(openai.HeaderObjective, p.policy.objective)
+	}
+}
+
+// nOf is the number of choices a request asks for (n, default 1).
+func nOf(req *openai.InferenceRequest) int64 {
+	if req.N != nil && *req.N > 1 {
+		return int64(*req.N)
+	}
+	return 1
 }
 
 // answerTransportError answers a failure of the next layer's RoundTrip, which never reached an
@@ -270,7 +315,7 @@ func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, id string)
 		return
 	}
 	resp.Header.Del(openai.HeaderEndpointServed)
-	if resp.StatusCode != http.StatusOK || (id == "" && len(p.tenant.Models) == 0) {
+	if resp.StatusCode != http.StatusOK || (id == "" && p.policy.models == nil) {
 		if err := openai.Relay(w, resp); err != nil {
 			g.log.DebugContext(ctx, "gateway: relaying the model list was cut", "err", err)
 		}
@@ -282,7 +327,7 @@ func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, id string)
 		g.answerTransportError(ctx, w, err)
 		return
 	}
-	list, err := filterModels(b, p.tenant)
+	list, err := filterModels(b, &p.policy)
 	if err != nil {
 		g.log.WarnContext(ctx, "gateway: the next layer's model list is not a list", "err", err)
 		openai.WriteError(w, openai.ErrUpstream)
@@ -304,7 +349,7 @@ func (g *Gateway) serveModels(w http.ResponseWriter, r *http.Request, id string)
 
 // filterModels keeps the entries of a model list body ({"object":"list","data":[...]}) that
 // the tenant may use. Other fields of the list and of each entry pass through unchanged.
-func filterModels(body []byte, t *store.Tenant) ([]byte, error) {
+func filterModels(body []byte, p *policy) ([]byte, error) {
 	var list map[string]json.RawMessage
 	if err := json.Unmarshal(body, &list); err != nil {
 		return nil, err
@@ -318,7 +363,7 @@ func filterModels(body []byte, t *store.Tenant) ([]byte, error) {
 		var e struct {
 			ID string `json:"id"`
 		}
-		if json.Unmarshal(m, &e) == nil && t.Allows(e.ID) {
+		if json.Unmarshal(m, &e) == nil && p.allows(e.ID) {
 			kept = append(kept, m)
 		}
 	}

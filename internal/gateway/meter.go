@@ -123,6 +123,7 @@ type metered struct {
 	requestID      string
 	start          time.Time
 	adm            *admission
+	tk             *ticket // the admission to settle with the usage recorded
 	stream         bool  // the client asked for a stream (and the engine was asked for usage)
 	wantsUsage     bool  // the client itself asked for stream_options.include_usage
 	promptEstimate int64 // bytes/4 of the prompt, for records without engine usage
@@ -140,7 +141,7 @@ func (m *metered) relay(ctx context.Context, w http.ResponseWriter, resp *http.R
 	resp.Header.Del(openai.HeaderEndpointServed)
 	m.endpoint, m.gpu = parseEndpointServed(served)
 	if served == "" && (resp.StatusCode < 200 || resp.StatusCode > 299) {
-		m.g.limits.settle(m.p.tenant.ID, m.p.tenant.TPM, m.adm.charged, 0)
+		m.tk.cancel(ctx)
 		m.writeHeaders(w, resp)
 		if err := openai.Relay(w, resp); err != nil {
 			m.g.log.DebugContext(ctx, "gateway: relaying an error answer was cut", "err", err)
@@ -304,7 +305,6 @@ func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunk
 			rec.PromptTokens, rec.CompletionTokens = m.promptEstimate, chunks
 		}
 	}
-	m.g.limits.settle(m.p.tenant.ID, m.p.tenant.TPM, m.adm.charged, rec.PromptTokens+rec.CompletionTokens)
 	m.g.m.tokens.WithLabelValues("prompt").Add(float64(rec.PromptTokens))
 	m.g.m.tokens.WithLabelValues("cached").Add(float64(rec.CachedTokens))
 	m.g.m.tokens.WithLabelValues("completion").Add(float64(rec.CompletionTokens))
@@ -312,6 +312,9 @@ func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunk
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), usageWriteTimeout)
 	defer cancel()
 	inserted, err := m.g.st.InsertUsage(wctx, rec)
+	// Settled after the ledger write: a budget loaded from the ledger meanwhile (Redis flushed, a
+	// new month) then counts this record at most twice, never not at all.
+	m.tk.settle(ctx, rec.PromptTokens, rec.CachedTokens, rec.CompletionTokens)
 	switch {
 	case err != nil:
 		m.g.m.usageWriteErrors.Inc()

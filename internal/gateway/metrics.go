@@ -7,11 +7,14 @@ import (
 // metrics of the gateway. No label names a tenant, key or request: cardinality stays bounded.
 type metrics struct {
 	requests         *prometheus.CounterVec // code: the HTTP status answered
-	rateLimited      *prometheus.CounterVec // limit: "requests" or "tokens"
+	rateLimited      *prometheus.CounterVec // limit: "requests", "tokens" or "concurrency"
 	authFailures     *prometheus.CounterVec // reason: "missing", "invalid" or "revoked"
 	tokens           *prometheus.CounterVec // kind: "prompt", "cached" or "completion"
 	usageWriteErrors prometheus.Counter
 	usageDuplicates  prometheus.Counter
+	quotaRefused     *prometheus.CounterVec // limit: "quota" or "spend"
+	backendErrors    *prometheus.CounterVec // limit: "rates", "concurrency", "quota" or "spend"
+	failedOpen       *prometheus.CounterVec // limit: as backendErrors
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -22,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"code"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strata_gateway_rate_limited_total",
-			Help: "Requests refused with 429 by a rate limit, by limit (requests or tokens).",
+			Help: "Requests refused with 429 by a rate limit, by limit (requests, tokens or concurrency).",
 		}, []string{"limit"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strata_gateway_auth_failures_total",
@@ -41,13 +44,33 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Usage records not written because a record with the same request id existed.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.rateLimited, m.authFailures, m.tokens, m.usageWriteErrors, m.usageDuplicates} {
+	m.quotaRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strata_gateway_insufficient_quota_total",
+		Help: "Requests refused with 429 insufficient_quota, by limit (quota: monthly tokens, spend: monthly spend cap).",
+	}, []string{"limit"})
+	m.backendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strata_gateway_admission_backend_errors_total",
+		Help: "Admission checks that could not reach the admission backend (Redis), by limit.",
+	}, []string{"limit"})
+	m.failedOpen = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strata_gateway_admission_failed_open_total",
+		Help: "Admission checks skipped because the backend was unreachable and the limit fails open, by limit.",
+	}, []string{"limit"})
+	for _, c := range []prometheus.Collector{m.requests, m.rateLimited, m.authFailures, m.tokens, m.usageWriteErrors, m.usageDuplicates,
+		m.quotaRefused, m.backendErrors, m.failedOpen} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	for _, l := range []string{"requests", "tokens"} {
+	for _, l := range []string{"requests", "tokens", "concurrency"} {
 		m.rateLimited.WithLabelValues(l)
+	}
+	for _, l := range []string{"quota", "spend"} {
+		m.quotaRefused.WithLabelValues(l)
+	}
+	for _, l := range []string{"rates", "concurrency", "quota", "spend"} {
+		m.backendErrors.WithLabelValues(l)
+		m.failedOpen.WithLabelValues(l)
 	}
 	for _, r := range []string{"missing", "invalid", "revoked"} {
 		m.authFailures.WithLabelValues(r)

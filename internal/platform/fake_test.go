@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -78,6 +79,7 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 	h := f.handle
 	f.mu.Unlock()
 	if h != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		h(w, r)
 		return
 	}

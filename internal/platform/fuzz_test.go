@@ -18,6 +18,8 @@ func FuzzParseCreateRequest(f *testing.F) {
 		`{"model":"m","input":"x","instructions":"be brief","max_output_tokens":16,"temperature":0.2,"top_p":0.9,"store":false,"metadata":{"a":"b"},"previous_response_id":"resp_1","stream":true}`,
 		`{"model":"m","input":"x","tools":[],"tool_choice":"none","text":{"format":{"type":"text"}},"reasoning":{"effort":null}}`,
 		`{"model":"m","input":[{"role":"developer","content":"x"}],"metadata":{"k":"` + string(make([]byte, 600)) + `"}}`,
+		`{"model":"m","input":[{"type":"function_call","call_id":"c1","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c1","output":[{"type":"input_text","text":"42"}]}],"tools":[{"type":"function","name":"f","parameters":{"type":"object"},"strict":true}],"tool_choice":{"type":"function","name":"f"},"parallel_tool_calls":false,"max_infer_iters":3}`,
+		`{"model":"m","input":"x","tools":[{"type":"file_search"}],"conversation":{"id":"conv_1"}}`,
 		`{"model":"m","input":[{}]}`, `{"model":"m","input":[null]}`, `{"input":[1,2]}`, `[]`, `null`, `{"model":1e999}`, ``,
 	} {
 		f.Add([]byte(seed))
@@ -33,7 +35,7 @@ func FuzzParseCreateRequest(f *testing.F) {
 		}
 		require.NotEmpty(t, req.Model)
 		require.NotEmpty(t, req.Input)
-		tn := &turn{req: req, id: "resp_x", msgID: "msg_x", session: "resp_x"}
+		tn := &turn{req: req, id: "resp_x", session: "resp_x", convo: chatMessages(req.Input)}
 		chat, err := openai.ParseInferenceRequest(openai.PathChatCompletions, tn.chatBody(req.Stream))
 		require.NoError(t, err, "the translation is a valid chat completion")
 		require.Equal(t, req.Model, chat.Model)

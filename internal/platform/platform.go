@@ -34,11 +34,16 @@ import (
 
 // Platform is the workflow layer's http.Handler. It is safe for concurrent use.
 type Platform struct {
+	cfg  config.Platform
 	st   *store.Store
 	next http.RoundTripper
 	clk  clock.PassiveClock
 	log  *slog.Logger
 	mux  *http.ServeMux
+
+	// builtins are server-side tools offered to every response; the seam file_search and mcp
+	// plug into (tests set it today).
+	builtins []serverTool
 
 	requests        *prometheus.CounterVec
 	responseSeconds prometheus.Histogram
@@ -57,7 +62,9 @@ var _ http.Handler = (*Platform)(nil)
 // Errors: a missing store or next, or a metric already registered on reg.
 func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock.Clock,
 	reg prometheus.Registerer, log *slog.Logger) (*Platform, error) {
-	_ = cfg // no settings yet; issue 6 adds tool timeouts, loop limits, file size limits
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("platform: %w", err)
+	}
 	if st == nil {
 		return nil, errors.New("platform: a store is required")
 	}
@@ -74,7 +81,7 @@ func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Platform{
-		st: st, next: next, clk: clk, log: log, mux: http.NewServeMux(),
+		cfg: cfg, st: st, next: next, clk: clk, log: log, mux: http.NewServeMux(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strata_platform_requests_total",
 			Help: "Requests answered by the platform layer, by route and HTTP status code.",

@@ -42,27 +42,48 @@ type createRequest struct {
 	Store              bool
 	Metadata           map[string]string
 	PreviousResponseID string
+	// Conversation is the id of the conversation this response reads and appends to, "" for none.
+	Conversation string
 	Stream             bool
 	ParallelToolCalls  bool
-	ToolChoice         string
-	MaxToolCalls       *int64
+	// Tools are the request's tools, checked; ToolChoice is tool_choice as the client sent it
+	// ("none", "auto", "required" or {"type":"function","name":...}), "auto" by default.
+	Tools        []functionTool
+	ToolChoice   json.RawMessage
+	MaxToolCalls *int64
+	// MaxInferIters bounds the inference calls of the server-side tool loop (Strata and
+	// LlamaStack extension max_infer_iters); nil means the platform's configured default.
+	MaxInferIters *int64
 	User               *string
 	SafetyIdentifier   *string
 	PromptCacheKey     *string
 }
 
-// inputItem is one message of the input, normalized: a string input becomes one user message,
+// Input item types (ResponseInputItemUnion's "type").
+const (
+	itemMessage            = "message"
+	itemFunctionCall       = "function_call"
+	itemFunctionCallOutput = "function_call_output"
+)
+
+// inputItem is one item of the input, normalized: a string input becomes one user message,
 // content parts become their texts.
 type inputItem struct {
+	Type  string // itemMessage, itemFunctionCall or itemFunctionCallOutput
 	ID    string
-	Role  string // user, system, developer or assistant
-	Texts []string
+	Role  string   // messages: user, system, developer or assistant
+	Texts []string // messages
+
+	CallID    string // function_call and function_call_output: the call's id
+	Name      string // function_call: the function's name
+	Arguments string // function_call: the arguments, a JSON text as the model wrote it
+	Output    string // function_call_output: the result the client computed
 }
 
 // unsupportedParams are parameters of the OpenAI API that Strata does not implement yet. They
 // are accepted only when null (or the listed neutral value), and otherwise answered with a 400
 // naming them: a silently ignored parameter would change what the client gets without telling.
-var unsupportedParams = []string{"conversation", "prompt", "context_management", "moderation",
+var unsupportedParams = []string{"prompt", "context_management", "moderation",
 	"prompt_cache_retention", "prompt_cache_options", "access_programs"}
 
 // parseCreateRequest decodes and checks a POST /v1/responses body. Errors are *openai.Error
@@ -79,7 +100,7 @@ func parseCreateRequest(body []byte) (*createRequest, error) {
 		return nil, openai.InvalidRequest("", openai.CodeInvalidJSON,
 			"We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)")
 	}
-	req := &createRequest{Store: true, ParallelToolCalls: true, ToolChoice: "auto"}
+	req := &createRequest{Store: true, ParallelToolCalls: true, ToolChoice: json.RawMessage(`"auto"`)}
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
 		keys = append(keys, k)
@@ -95,6 +116,9 @@ func parseCreateRequest(body []byte) (*createRequest, error) {
 	}
 	if isNull(fields["input"]) {
 		return nil, openai.MissingParam("input")
+	}
+	if err := checkToolChoice(req.ToolChoice, req.Tools); err != nil {
+		return nil, err
 	}
 	return req, nil
 }
@@ -174,31 +198,17 @@ func (req *createRequest) set(name string, raw json.RawMessage) error {
 			}
 		}
 	case "tools":
-		var tools []json.RawMessage
-		if !isNull(raw) {
-			if json.Unmarshal(raw, &tools) != nil {
-				return invalidType(name, "an array", raw)
-			}
-			if len(tools) > 0 {
-				return unsupported(name, "Tools are not supported on /v1/responses yet; send the request without 'tools'.")
-			}
-		}
+		req.Tools, err = parseTools(raw)
 	case "tool_choice":
-		if isNull(raw) {
-			return nil
+		if !isNull(raw) {
+			req.ToolChoice, err = parseToolChoice(raw)
 		}
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
-			return unsupported(name, "Only 'auto' and 'none' are supported for 'tool_choice' yet.")
+	case "max_infer_iters":
+		if req.MaxInferIters, err = integer(name, raw); err == nil && req.MaxInferIters != nil && *req.MaxInferIters < 1 {
+			return openai.InvalidRequest(name, codeInvalidValue, "Invalid '%s': integer below minimum value. Expected a value >= 1, but got %d instead.", name, *req.MaxInferIters)
 		}
-		switch s {
-		case "auto", "none":
-			req.ToolChoice = s
-		case "required":
-			return unsupportedValue(name, s)
-		default:
-			return invalidValue(name, s, "'none', 'auto' and 'required'")
-		}
+	case "conversation":
+		req.Conversation, err = parseConversationRef(raw)
 	case "text":
 		err = checkTextConfig(raw)
 	case "include":
@@ -254,7 +264,7 @@ func parseInput(raw json.RawMessage) ([]inputItem, error) {
 	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
-		return []inputItem{{ID: newID("msg_"), Role: "user", Texts: []string{s}}}, nil
+		return []inputItem{{Type: itemMessage, ID: newID("msg_"), Role: "user", Texts: []string{s}}}, nil
 	}
 	var elems []json.RawMessage
 	if json.Unmarshal(raw, &elems) != nil {
@@ -274,9 +284,10 @@ func parseInput(raw json.RawMessage) ([]inputItem, error) {
 	return items, nil
 }
 
-// parseItem decodes one input item. Only message items (EasyInputMessage, ResponseInputItem
-// Message, ResponseOutputMessage) are supported; function_call, function_call_output,
-// item_reference, reasoning, ... come with tools (issue 6).
+// parseItem decodes one input item: a message (EasyInputMessage, ResponseInputItemMessage,
+// ResponseOutputMessage), a function_call (the model's call, as returned in an earlier
+// output) or a function_call_output (the client's result of such a call). Other item types
+// (item_reference, reasoning, file_search_call, ...) are answered with unsupported_value.
 func parseItem(param string, raw json.RawMessage) (inputItem, error) {
 	var it struct {
 		Type    *string         `json:"type"`
@@ -287,9 +298,15 @@ func parseItem(param string, raw json.RawMessage) (inputItem, error) {
 	if raw = bytes.TrimSpace(raw); len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &it) != nil {
 		return inputItem{}, invalidType(param, "an object", raw)
 	}
-	if it.Type != nil && *it.Type != "message" {
-		return inputItem{}, openai.InvalidRequest(param+".type", codeUnsupportedValue,
-			"Input items of type '%s' are not supported yet; only 'message' items are.", *it.Type)
+	if it.Type != nil {
+		switch *it.Type {
+		case itemMessage:
+		case itemFunctionCall, itemFunctionCallOutput:
+			return parseCallItem(param, *it.Type, raw)
+		default:
+			return inputItem{}, openai.InvalidRequest(param+".type", codeUnsupportedValue,
+				"Input items of type '%s' are not supported yet; only 'message', 'function_call' and 'function_call_output' items are.", *it.Type)
+		}
 	}
 	if it.Role == nil {
 		return inputItem{}, openai.MissingParam(param + ".role")
@@ -300,7 +317,7 @@ func parseItem(param string, raw json.RawMessage) (inputItem, error) {
 	default:
 		return inputItem{}, invalidValue(param+".role", role, "'assistant', 'system', 'developer', and 'user'")
 	}
-	out := inputItem{Role: role}
+	out := inputItem{Type: itemMessage, Role: role}
 	if it.ID != nil && *it.ID != "" {
 		out.ID = *it.ID
 	} else {
@@ -421,10 +438,25 @@ func checkTextConfig(raw json.RawMessage) error {
 
 // chatMessages converts input items to chat messages for /v1/chat/completions. The developer
 // role becomes system: it means the same to an open model, and not every chat template of an
-// engine knows "developer".
+// engine knows "developer". A function_call joins the assistant message before it as one of
+// its tool_calls (the model wrote them in one turn; chat templates expect them together), and
+// a function_call_output becomes a "tool" message.
 func chatMessages(items []inputItem) []openai.Message {
 	out := make([]openai.Message, 0, len(items))
 	for _, it := range items {
+		switch it.Type {
+		case itemFunctionCall:
+			call := chatToolCall{ID: it.CallID, Type: "function", Function: chatFunction{Name: it.Name, Arguments: it.Arguments}}
+			if n := len(out); n > 0 && out[n-1].Role == "assistant" {
+				out[n-1].ToolCalls = appendToolCall(out[n-1].ToolCalls, call)
+			} else {
+				out = append(out, openai.Message{Role: "assistant", ToolCalls: appendToolCall(nil, call)})
+			}
+			continue
+		case itemFunctionCallOutput:
+			out = append(out, openai.Message{Role: "tool", ToolCallID: it.CallID, Content: openai.TextContent(it.Output)})
+			continue
+		}
 		role := it.Role
 		if role == "developer" {
 			role = "system"
@@ -446,16 +478,22 @@ func chatMessages(items []inputItem) []openai.Message {
 	return out
 }
 
-// listItem renders an input item as GET /v1/responses/{id}/input_items lists it.
+// listItem renders an input item as GET /v1/responses/{id}/input_items and the conversation
+// item routes list it.
 func listItem(it inputItem) json.RawMessage {
 	var v any
-	if it.Role == "assistant" {
+	switch {
+	case it.Type == itemFunctionCall:
+		v = &functionCall{Type: itemFunctionCall, ID: it.ID, CallID: it.CallID, Name: it.Name, Arguments: it.Arguments, Status: statusCompleted}
+	case it.Type == itemFunctionCallOutput:
+		v = &functionCallOutput{Type: itemFunctionCallOutput, ID: it.ID, CallID: it.CallID, Output: it.Output, Status: statusCompleted}
+	case it.Role == "assistant":
 		m := &outputMessage{Type: "message", ID: it.ID, Status: statusCompleted, Role: "assistant", Content: make([]outputText, len(it.Texts))}
 		for i, t := range it.Texts {
 			m.Content[i] = newOutputText(t)
 		}
 		v = m
-	} else {
+	default:
 		m := &inputMessage{Type: "message", ID: it.ID, Status: statusCompleted, Role: it.Role, Content: make([]inputText, len(it.Texts))}
 		for i, t := range it.Texts {
 			m.Content[i] = inputText{Type: "input_text", Text: t}

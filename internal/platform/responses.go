@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -24,75 +25,125 @@ const maxUpstreamBody = 64 << 20
 const maxErrorBody = 1 << 20
 
 // turn is one POST /v1/responses being answered: the checked request, the conversation it
-// continues and the ids it will carry. Issue 6's tool loop runs several inference calls per
-// turn; each appends to the conversation and the turn's output items.
+// continues and the ids it will carry. The tool loop (loop.go) runs one or more inference
+// calls per turn; each appends to convo and to the Response's output items.
 type turn struct {
 	req       *createRequest
 	owner     string
 	id        string // "resp_..."
-	msgID     string // id of the assistant message in the output
 	session   string // id of the first response of the chain: the X-Strata-Session hint
 	createdAt time.Time
+	maxIters  int
 
 	history      []openai.Message  // chat messages of the previous turns, without instructions
 	historyItems []json.RawMessage // input items of the previous turns, their outputs included
+	conv         string            // conversation id ("conv_..."), "" when none
+
+	// convo is the conversation as the next inference call sends it: history, this request's
+	// input, then the assistant and tool messages of the loop so far.
+	convo []openai.Message
+	// server are the server-side tools of this turn by function name; tools the model calls
+	// that are not here are client-side: the loop returns their calls to the client.
+	server map[string]serverTool
+	// maxTokens is max_tokens of the next inference call: what is left of max_output_tokens.
+	maxTokens *int64
+	// lastHeader is the header of the last answer of the layer below (rate-limit headers).
+	lastHeader http.Header
+	// noMoreTools is set once max_tool_calls is reached: later calls get tool_choice "none".
+	noMoreTools bool
 }
 
 // newTurn starts answering req for owner. With previous_response_id it reads the stored
-// conversation: one read by primary key. Errors: 404 previous_response_not_found when the
-// previous response does not exist for this owner, store errors.
+// conversation: one read by primary key; with conversation, the conversation's items. Errors:
+// 404 previous_response_not_found / not_found when the previous response or the conversation
+// does not exist for this owner, 400 when both are given or when a tool call lacks its output,
+// store errors.
 func (p *Platform) newTurn(ctx context.Context, owner string, req *createRequest) (*turn, error) {
-	t := &turn{req: req, owner: owner, id: newID("resp_"), msgID: newID("msg_"), createdAt: p.clk.Now()}
+	t := &turn{req: req, owner: owner, id: newID("resp_"), createdAt: p.clk.Now(), maxIters: p.cfg.InferIters()}
+	if req.MaxInferIters != nil {
+		t.maxIters = int(min(*req.MaxInferIters, 1<<20))
+	}
 	t.session = t.id
-	if req.PreviousResponseID == "" {
-		return t, nil
+	if req.PreviousResponseID != "" && req.Conversation != "" {
+		return nil, openai.InvalidRequest("conversation", codeInvalidValue, "Mutually exclusive parameters: Ensure you are only providing one of: 'previous_response_id' or 'conversation'.")
 	}
-	rec, err := p.st.GetResponse(ctx, owner, req.PreviousResponseID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, &openai.Error{Status: http.StatusNotFound, Type: openai.TypeInvalidRequest,
-			Param: "previous_response_id", Code: codePreviousNotFound,
-			Message: fmt.Sprintf("Previous response with id '%s' not found.", req.PreviousResponseID)}
+	switch {
+	case req.PreviousResponseID != "":
+		rec, err := p.st.GetResponse(ctx, owner, req.PreviousResponseID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, &openai.Error{Status: http.StatusNotFound, Type: openai.TypeInvalidRequest,
+				Param: "previous_response_id", Code: codePreviousNotFound,
+				Message: fmt.Sprintf("Previous response with id '%s' not found.", req.PreviousResponseID)}
+		}
+		if err != nil {
+			return nil, err
+		}
+		var prev struct {
+			Output []json.RawMessage `json:"output"`
+		}
+		if err := errors.Join(json.Unmarshal(rec.Messages, &t.history), json.Unmarshal(rec.InputItems, &t.historyItems),
+			json.Unmarshal(rec.Response, &prev)); err != nil {
+			return nil, fmt.Errorf("platform: stored response %s: %w", rec.ID, err)
+		}
+		t.historyItems = append(t.historyItems, prev.Output...)
+		t.session = rec.SessionID
+	case req.Conversation != "":
+		if err := p.loadConversation(ctx, t); err != nil {
+			return nil, err
+		}
 	}
-	if err != nil {
+	t.server = p.serverTools(req)
+	t.convo = slices.Concat(t.history, chatMessages(req.Input))
+	if err := checkToolPairs(t.convo); err != nil {
 		return nil, err
 	}
-	var prev struct {
-		Output []json.RawMessage `json:"output"`
-	}
-	if err := errors.Join(json.Unmarshal(rec.Messages, &t.history), json.Unmarshal(rec.InputItems, &t.historyItems),
-		json.Unmarshal(rec.Response, &prev)); err != nil {
-		return nil, fmt.Errorf("platform: stored response %s: %w", rec.ID, err)
-	}
-	t.historyItems = append(t.historyItems, prev.Output...)
-	t.session = rec.SessionID
 	return t, nil
 }
 
-// chatRequest is the body sent to /v1/chat/completions for a turn.
+// chatRequest is the body sent to /v1/chat/completions for one inference call of a turn.
 type chatRequest struct {
-	Model         string                `json:"model"`
-	Messages      []openai.Message      `json:"messages"`
-	MaxTokens     *int64                `json:"max_tokens,omitempty"`
-	Temperature   *float64              `json:"temperature,omitempty"`
-	TopP          *float64              `json:"top_p,omitempty"`
-	User          *string               `json:"user,omitempty"`
-	Stream        bool                  `json:"stream,omitempty"`
-	StreamOptions *openai.StreamOptions `json:"stream_options,omitempty"`
+	Model             string                `json:"model"`
+	Messages          []openai.Message      `json:"messages"`
+	MaxTokens         *int64                `json:"max_tokens,omitempty"`
+	Temperature       *float64              `json:"temperature,omitempty"`
+	TopP              *float64              `json:"top_p,omitempty"`
+	User              *string               `json:"user,omitempty"`
+	Tools             []chatTool            `json:"tools,omitempty"`
+	ToolChoice        json.RawMessage       `json:"tool_choice,omitempty"`
+	ParallelToolCalls *bool                 `json:"parallel_tool_calls,omitempty"`
+	Stream            bool                  `json:"stream,omitempty"`
+	StreamOptions     *openai.StreamOptions `json:"stream_options,omitempty"`
 }
 
-// chatBody renders the chat completion request of the turn: instructions as a system message
-// (instructions are not carried over from previous responses, as OpenAI specifies), the
-// stored conversation, then this request's input. max_output_tokens becomes max_tokens, the
-// spelling every OpenAI-compatible engine accepts.
+// chatBody renders the next chat completion request of the turn: instructions as a system
+// message (instructions are not carried over from previous responses, as OpenAI specifies),
+// then convo. max_output_tokens (what is left of it) becomes max_tokens, the spelling every
+// OpenAI-compatible engine accepts. Tools are the request's function tools and the turn's
+// server-side tools; tool_choice and parallel_tool_calls are sent only with tools (vLLM
+// rejects tool_choice without them).
 func (t *turn) chatBody(stream bool) []byte {
-	msgs := make([]openai.Message, 0, 1+len(t.history)+len(t.req.Input))
+	msgs := make([]openai.Message, 0, 1+len(t.convo))
 	if t.req.Instructions != nil {
 		msgs = append(msgs, openai.Message{Role: "system", Content: openai.TextContent(*t.req.Instructions)})
 	}
-	msgs = append(msgs, t.history...)
-	msgs = append(msgs, chatMessages(t.req.Input)...)
-	cr := chatRequest{Model: t.req.Model, Messages: msgs, MaxTokens: t.req.MaxOutputTokens,
+	msgs = append(msgs, t.convo...)
+	cr := chatRequest{Model: t.req.Model, Messages: msgs, MaxTokens: t.maxTokens,
 		Temperature: t.req.Temperature, TopP: t.req.TopP, User: t.req.User, Stream: stream}
+	if t.maxTokens == nil {
+		cr.MaxTokens = t.req.MaxOutputTokens
+	}
+	cr.Tools = chatTools(t.req.Tools)
+	for _, name := range slices.Sorted(maps.Keys(t.server)) {
+		cr.Tools = append(cr.Tools, chatTools([]functionTool{t.server[name].definition()})...)
+	}
+	if len(cr.Tools) > 0 {
+		cr.ToolChoice = chatToolChoice(t.req.ToolChoice)
+		if t.noMoreTools {
+			cr.ToolChoice = json.RawMessage(`"none"`)
+		}
+		parallel := t.req.ParallelToolCalls
+		cr.ParallelToolCalls = &parallel
+	}
 	if stream {
 		cr.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
 	}
@@ -110,8 +161,12 @@ func (t *turn) response(status string) *response {
 		Model: req.Model, Output: []outputItem{}, ParallelToolCalls: req.ParallelToolCalls,
 		ServiceTier: "default", Store: req.Store, Temperature: req.Temperature,
 		Text: textConfig{Format: textFormat{Type: "text"}}, ToolChoice: req.ToolChoice,
-		Tools: []json.RawMessage{}, TopP: req.TopP, Truncation: "disabled", User: req.User,
+		Tools: make([]json.RawMessage, 0, len(req.Tools)), TopP: req.TopP, Truncation: "disabled", User: req.User,
 		SafetyIdentifier: req.SafetyIdentifier, PromptCacheKey: req.PromptCacheKey, Metadata: req.Metadata,
+	}
+	for _, tool := range req.Tools {
+		b, _ := json.Marshal(tool)
+		res.Tools = append(res.Tools, b)
 	}
 	if res.Metadata == nil {
 		res.Metadata = map[string]string{}
@@ -119,69 +174,62 @@ func (t *turn) response(status string) *response {
 	if req.PreviousResponseID != "" {
 		res.PreviousResponseID = &req.PreviousResponseID
 	}
+	if t.conv != "" {
+		res.Conversation = &conversationRef{ID: t.conv}
+	}
 	return res
 }
 
-// finish sets the final state of res from the engine's answer. finish_reason "length" makes
-// the response incomplete with reason max_output_tokens (also when the engine's context
-// length was the limit: the chat API does not tell the two apart), "content_filter" makes it
-// incomplete with reason content_filter; anything else completes it.
-func (t *turn) finish(res *response, model, text, finishReason string, u *openai.Usage, now time.Time) *outputMessage {
-	if model != "" {
-		res.Model = model
-	}
-	msg := &outputMessage{Type: "message", ID: t.msgID, Status: statusCompleted, Role: "assistant",
-		Content: []outputText{newOutputText(text)}}
-	res.Status = statusCompleted
-	switch finishReason {
-	case "length":
-		res.Status, res.IncompleteDetails = statusIncomplete, &incompleteDetails{Reason: "max_output_tokens"}
-	case "content_filter":
-		res.Status, res.IncompleteDetails = statusIncomplete, &incompleteDetails{Reason: "content_filter"}
-	}
-	if res.Status == statusCompleted {
-		c := now.Unix()
-		res.CompletedAt = &c
-	} else {
-		msg.Status = statusIncomplete
-	}
-	res.Output = []outputItem{msg}
-	res.Usage = responseUsage(u)
-	return msg
-}
-
-// responseUsage maps the engine's chat usage to the Responses usage block; nil stays nil.
-// Source of every number: the engine (prompt_tokens_details.cached_tokens is vLLM's prefix
-// cache hit count).
-func responseUsage(u *openai.Usage) *usage {
+// addUsage adds the engine's chat usage of one inference call to the Response usage block
+// (nil until the first call that reports usage). Source of every number: the engine
+// (prompt_tokens_details.cached_tokens is vLLM's prefix cache hit count).
+func addUsage(dst **usage, u *openai.Usage) {
 	if u == nil {
-		return nil
+		return
+	}
+	if *dst == nil {
+		*dst = &usage{}
 	}
 	total := u.TotalTokens
 	if total == 0 {
 		total = u.PromptTokens + u.CompletionTokens
 	}
-	return &usage{
-		InputTokens:        int64(u.PromptTokens),
-		InputTokensDetails: inputTokensDetails{CachedTokens: int64(u.CachedTokens())},
-		OutputTokens:       int64(u.CompletionTokens), TotalTokens: int64(total),
-	}
+	d := *dst
+	d.InputTokens += int64(u.PromptTokens)
+	d.InputTokensDetails.CachedTokens += int64(u.CachedTokens())
+	d.OutputTokens += int64(u.CompletionTokens)
+	d.TotalTokens += int64(total)
 }
 
 // save stores the finished turn when the request asked for it (store defaults to true):
 // the Response as the client got it (resJSON), the conversation's input items and its chat
-// messages including this answer, so a continuation is one read.
-func (p *Platform) save(ctx context.Context, t *turn, resJSON []byte, text string) error {
+// messages including this turn's loop, so a continuation is one read. With a conversation,
+// the turn's input and output items are appended to it (whatever store says, as OpenAI does).
+func (p *Platform) save(ctx context.Context, t *turn, res *response, resJSON []byte) error {
+	if t.conv != "" {
+		items := make([]json.RawMessage, 0, len(t.req.Input)+len(res.Output))
+		for _, it := range t.req.Input {
+			items = append(items, listItem(it))
+		}
+		for _, it := range res.Output {
+			b, err := json.Marshal(it)
+			if err != nil {
+				return err
+			}
+			items = append(items, b)
+		}
+		if err := p.appendConversationItems(ctx, t.owner, t.conv, items); err != nil {
+			return err
+		}
+	}
 	if !t.req.Store {
 		return nil
 	}
-	msgs := slices.Concat(t.history, chatMessages(t.req.Input),
-		[]openai.Message{{Role: "assistant", Content: openai.TextContent(text)}})
 	items := slices.Clip(t.historyItems)
 	for _, it := range t.req.Input {
 		items = append(items, listItem(it))
 	}
-	mj, err := json.Marshal(msgs)
+	mj, err := json.Marshal(t.convo)
 	if err != nil {
 		return err
 	}
@@ -287,36 +335,21 @@ func (p *Platform) createResponse(w http.ResponseWriter, r *http.Request) {
 		p.streamResponse(w, r, t)
 		return
 	}
-	resp, err := p.callChat(r, t, false)
-	if err != nil {
+	res := t.response(statusInProgress)
+	if err := p.runLoop(r, t, res, nil); err != nil {
 		p.fail(w, err)
 		return
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxUpstreamBody))
-	resp.Body.Close()
-	if err != nil {
-		p.fail(w, p.transportError(r, err))
-		return
-	}
-	var cc openai.ChatCompletion
-	if err := json.Unmarshal(raw, &cc); err != nil || len(cc.Choices) == 0 {
-		p.log.Warn("layer below answered an unreadable chat completion", "bytes", len(raw))
-		p.fail(w, openai.ErrUpstream)
-		return
-	}
-	text := cc.Choices[0].Message.ContentText()
-	res := t.response(statusCompleted)
-	t.finish(res, cc.Model, text, cc.Choices[0].FinishReason, cc.Usage, p.clk.Now())
 	resJSON, err := json.Marshal(res)
 	if err != nil {
 		p.fail(w, err)
 		return
 	}
-	if err := p.save(r.Context(), t, resJSON, text); err != nil {
+	if err := p.save(r.Context(), t, res, resJSON); err != nil {
 		p.fail(w, fmt.Errorf("platform: store response: %w", err))
 		return
 	}
-	copyRateLimitHeaders(w.Header(), resp.Header)
+	copyRateLimitHeaders(w.Header(), t.lastHeader)
 	writeJSON(w, resJSON)
 }
 

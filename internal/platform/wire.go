@@ -35,6 +35,7 @@ type response struct {
 	Output             []outputItem       `json:"output"`
 	ParallelToolCalls  bool               `json:"parallel_tool_calls"`
 	PreviousResponseID *string            `json:"previous_response_id"`
+	Conversation       *conversationRef   `json:"conversation"`
 	Reasoning          reasoning          `json:"reasoning"`
 	ServiceTier        string             `json:"service_tier"`
 	Store              bool               `json:"store"`
@@ -42,7 +43,7 @@ type response struct {
 	// (vLLM takes them from the model's generation config), rather than claiming OpenAI's 1.0.
 	Temperature      *float64          `json:"temperature"`
 	Text             textConfig        `json:"text"`
-	ToolChoice       string            `json:"tool_choice"`
+	ToolChoice       json.RawMessage   `json:"tool_choice"`
 	Tools            []json.RawMessage `json:"tools"`
 	TopLogprobs      int64             `json:"top_logprobs"`
 	TopP             *float64          `json:"top_p"`
@@ -54,6 +55,11 @@ type response struct {
 	Metadata         map[string]string `json:"metadata"`
 }
 
+// conversationRef is Response.conversation: the conversation the response was added to.
+type conversationRef struct {
+	ID string `json:"id"`
+}
+
 // responseError is Response.error, set when status is "failed". Codes are OpenAI's
 // (ResponseErrorCode: "server_error", "rate_limit_exceeded", ...).
 type responseError struct {
@@ -62,7 +68,8 @@ type responseError struct {
 }
 
 // incompleteDetails is Response.incomplete_details: reason "max_output_tokens" or
-// "content_filter".
+// "content_filter" (OpenAI's), or "max_infer_iters" (Strata's, as LlamaStack: the server-side
+// tool loop ran its maximum number of inference calls).
 type incompleteDetails struct {
 	Reason string `json:"reason"`
 }
@@ -97,13 +104,40 @@ type outputTokensDetails struct {
 	ReasoningTokens int64 `json:"reasoning_tokens"`
 }
 
-// outputItem is one element of Response.output. Today only messages; issue 6 adds
-// function_call, file_search_call, mcp_call, ... as further implementations.
+// outputItem is one element of Response.output: a message or a function_call; server-side
+// tools (file_search_call, mcp_call, ...) add further implementations.
 type outputItem interface {
 	itemID() string
 }
 
-var _ outputItem = (*outputMessage)(nil)
+var (
+	_ outputItem = (*outputMessage)(nil)
+	_ outputItem = (*functionCall)(nil)
+)
+
+// functionCall is a function_call item (ResponseFunctionToolCall): a call of a client-side
+// function tool, returned to the client, which answers it with a function_call_output item.
+// ID is the item's id ("fc_..."); CallID is the engine's tool call id, which the output names.
+type functionCall struct {
+	Type      string `json:"type"`
+	ID        string `json:"id"`
+	CallID    string `json:"call_id"`
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+	Status    string `json:"status"`
+}
+
+func (c *functionCall) itemID() string { return c.ID }
+
+// functionCallOutput is a function_call_output item as input item lists render it
+// (ResponseFunctionToolCallOutputItem).
+type functionCallOutput struct {
+	Type   string `json:"type"`
+	ID     string `json:"id"`
+	CallID string `json:"call_id"`
+	Output string `json:"output"`
+	Status string `json:"status"`
+}
 
 // outputMessage is an assistant message item (type "message", role "assistant"): in
 // Response.output, and in input item lists for the turns the model answered.
@@ -205,6 +239,23 @@ type textDoneEvent struct { // response.output_text.done
 	ContentIndex   int               `json:"content_index"`
 	Text           string            `json:"text"`
 	Logprobs       []json.RawMessage `json:"logprobs"`
+}
+
+type argsDeltaEvent struct { // response.function_call_arguments.delta
+	Type           string `json:"type"`
+	SequenceNumber int64  `json:"sequence_number"`
+	ItemID         string `json:"item_id"`
+	OutputIndex    int    `json:"output_index"`
+	Delta          string `json:"delta"`
+}
+
+type argsDoneEvent struct { // response.function_call_arguments.done
+	Type           string `json:"type"`
+	SequenceNumber int64  `json:"sequence_number"`
+	ItemID         string `json:"item_id"`
+	OutputIndex    int    `json:"output_index"`
+	Name           string `json:"name"`
+	Arguments      string `json:"arguments"`
 }
 
 type errorEvent struct { // error

@@ -29,6 +29,7 @@ import (
 
 	"github.com/strata-inference/strata/internal/config"
 	"github.com/strata-inference/strata/internal/openai"
+	"github.com/strata-inference/strata/internal/router/plugins"
 	"github.com/strata-inference/strata/internal/router/scheduling"
 )
 
@@ -53,7 +54,9 @@ type Router struct {
 // New returns a router over engines (at least one; names unique; base URLs without /v1). Engines
 // without Models have them discovered from their GET /v1/models at each health round until found.
 // Zero durations and sizes in cfg take their config.Default() values; nil weights too, and a
-// weight of 0 disables its scorer. transport reaches the engines (nil: http.DefaultTransport);
+// weight of 0 disables its scorer. cfg.Scheduler, when set, replaces the default profile (built
+// from the weights and prefix sizes, see plugins.DefaultProfile); an invalid one is an error
+// naming the plugin and field. transport reaches the engines (nil: http.DefaultTransport);
 // clk drives health checks, scrapes and staleness (nil: the real clock); metrics are registered
 // on reg (nil: not registered); log may be nil.
 //
@@ -97,26 +100,10 @@ func newRouter(cfg config.Router, engines []config.Engine, transport http.RoundT
 		names[ep.name] = true
 		r.endpoints = append(r.endpoints, ep)
 	}
-	prefix, err := scheduling.NewPrefixScorer(cfg.PrefixBlockChars, cfg.PrefixLRUBlocks)
-	if err != nil {
-		return nil, err
+	if r.sched, err = plugins.Build(cfg, src); err != nil {
+		return nil, fmt.Errorf("router.scheduler: %w", err)
 	}
-	def := config.Default().Router.Weights
-	weight := func(w, d *float64) float64 {
-		if w == nil {
-			return *d
-		}
-		return *w
-	}
-	r.sched = scheduling.NewScheduler(
-		[]scheduling.Filter{scheduling.ModelFilter{}, scheduling.HealthFilter{}},
-		[]scheduling.WeightedScorer{
-			{Scorer: scheduling.QueueScorer{}, Weight: weight(cfg.Weights.Queue, def.Queue)},
-			{Scorer: scheduling.KVCacheScorer{}, Weight: weight(cfg.Weights.KVCache, def.KVCache)},
-			{Scorer: prefix, Weight: weight(cfg.Weights.Prefix, def.Prefix)},
-		},
-		scheduling.NewMaxScorePicker(src),
-	)
+	log.Debug("scheduler profile", "profile", r.sched.String())
 	if r.metrics, err = newRouterMetrics(reg, r); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
@@ -256,7 +243,7 @@ func (r *Router) serveInference(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	model := r.modelLabel(ir.Model)
-	sreq := &scheduling.Request{Model: ir.Model, PromptParts: promptParts(ir)}
+	sreq := &scheduling.Request{Model: ir.Model, PromptParts: promptParts(ir), Session: req.Header.Get(openai.HeaderSession)}
 	sreq.PromptTokens = estimateTokens(sreq.PromptParts)
 	for attempt := 1; ; attempt++ {
 		ep, err := r.pick(sreq)

@@ -3,9 +3,12 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/strata-inference/strata/internal/config"
 )
 
 // APIKey is a tenant's API key as stored: never the key itself, only its keyed hash.
@@ -22,6 +25,8 @@ type APIKey struct {
 	// CreatedAt, RevokedAt and LastUsedAt have millisecond precision; RevokedAt and LastUsedAt
 	// are zero when unset. LastUsedAt is updated at most about once a minute.
 	CreatedAt, RevokedAt, LastUsedAt time.Time
+	// Policy overrides the tenant's (and tier's) policy for requests with this key, field by field.
+	Policy config.Policy
 }
 
 // Revoked reports whether the key was revoked at or before now.
@@ -29,11 +34,14 @@ func (k *APIKey) Revoked(now time.Time) bool {
 	return !k.RevokedAt.IsZero() && !k.RevokedAt.After(now)
 }
 
-const apiKeyColumns = `id, tenant_id, prefix, hash, created_at, revoked_at, last_used_at`
+const apiKeyColumns = `id, tenant_id, prefix, hash, created_at, revoked_at, last_used_at, policy`
 
 // CreateAPIKey inserts k. A key whose ID or hash exists gives ErrExists; an unknown tenant gives
 // ErrNotFound.
 func (s *Store) CreateAPIKey(ctx context.Context, k *APIKey) error {
+	if err := s.gwInit(ctx); err != nil {
+		return err
+	}
 	if _, err := s.Tenant(ctx, k.TenantID); err != nil {
 		return err
 	}
@@ -45,8 +53,12 @@ type gwExecer interface {
 }
 
 func (s *Store) insertAPIKey(ctx context.Context, db gwExecer, k *APIKey) error {
-	_, err := db.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-		k.ID, k.TenantID, k.Prefix, k.Hash, gwMillis(k.CreatedAt), gwNullMillis(k.RevokedAt), gwNullMillis(k.LastUsedAt))
+	policy, err := json.Marshal(k.Policy)
+	if err != nil {
+		return fmt.Errorf("store: api key policy: %w", err)
+	}
+	_, err = db.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+		k.ID, k.TenantID, k.Prefix, k.Hash, gwMillis(k.CreatedAt), gwNullMillis(k.RevokedAt), gwNullMillis(k.LastUsedAt), string(policy))
 	if isUniqueViolation(err) {
 		return fmt.Errorf("store: api key %s: %w", k.ID, ErrExists)
 	}
@@ -60,13 +72,17 @@ func (s *Store) insertAPIKey(ctx context.Context, db gwExecer, k *APIKey) error 
 // authentication lookup. An unknown hash gives ErrNotFound. The caller still compares the hash
 // in constant time and checks RevokedAt.
 func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, *Tenant, error) {
+	if err := s.gwInit(ctx); err != nil {
+		return nil, nil, err
+	}
 	var k APIKey
 	var created int64
 	var revoked, used sql.NullInt64
-	row := s.db.QueryRowContext(ctx, s.q(`SELECT t.id, t.name, t.external_id, t.rpm, t.tpm, t.models, t.created_at,
-		k.id, k.tenant_id, k.prefix, k.hash, k.created_at, k.revoked_at, k.last_used_at
+	var policy string
+	row := s.db.QueryRowContext(ctx, s.q(`SELECT t.id, t.name, t.external_id, t.rpm, t.tpm, t.models, t.created_at, t.tier, t.policy,
+		k.id, k.tenant_id, k.prefix, k.hash, k.created_at, k.revoked_at, k.last_used_at, k.policy
 		FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.hash = ?`), hash)
-	t, err := scanTenant(row, &k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used)
+	t, err := scanTenant(row, &k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used, &policy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, fmt.Errorf("store: api key: %w", ErrNotFound)
 	}
@@ -74,11 +90,17 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, *Tenant
 		return nil, nil, err
 	}
 	k.CreatedAt, k.RevokedAt, k.LastUsedAt = gwFromMillis(created), gwFromNullMillis(revoked), gwFromNullMillis(used)
+	if err := json.Unmarshal([]byte(policy), &k.Policy); err != nil {
+		return nil, nil, fmt.Errorf("store: api key %s policy: %w", k.ID, err)
+	}
 	return &k, t, nil
 }
 
 // APIKey returns the key with the given ID, or ErrNotFound.
 func (s *Store) APIKey(ctx context.Context, id string) (*APIKey, error) {
+	if err := s.gwInit(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`), id)
 	if err != nil {
 		return nil, fmt.Errorf("store: api key: %w", err)
@@ -96,6 +118,9 @@ func (s *Store) APIKey(ctx context.Context, id string) (*APIKey, error) {
 // ListAPIKeys returns the keys of the tenant with the given ID ("" = all tenants), oldest first,
 // revoked ones included.
 func (s *Store) ListAPIKeys(ctx context.Context, tenantID string) ([]APIKey, error) {
+	if err := s.gwInit(ctx); err != nil {
+		return nil, err
+	}
 	query, args := `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at, id`, []any(nil)
 	if tenantID != "" {
 		query, args = `SELECT `+apiKeyColumns+` FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, []any{tenantID}
@@ -114,8 +139,12 @@ func scanAPIKeys(rows *sql.Rows) ([]APIKey, error) {
 		var k APIKey
 		var created int64
 		var revoked, used sql.NullInt64
-		if err := rows.Scan(&k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used); err != nil {
+		var policy string
+		if err := rows.Scan(&k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used, &policy); err != nil {
 			return nil, fmt.Errorf("store: scan api key: %w", err)
+		}
+		if err := json.Unmarshal([]byte(policy), &k.Policy); err != nil {
+			return nil, fmt.Errorf("store: api key %s policy: %w", k.ID, err)
 		}
 		k.CreatedAt, k.RevokedAt, k.LastUsedAt = gwFromMillis(created), gwFromNullMillis(revoked), gwFromNullMillis(used)
 		out = append(out, k)
@@ -129,6 +158,9 @@ func scanAPIKeys(rows *sql.Rows) ([]APIKey, error) {
 // RevokeAPIKey sets the key's revoked_at to at. Revoking a revoked key is a no-op that keeps the
 // first time; an unknown ID gives ErrNotFound.
 func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) error {
+	if err := s.gwInit(ctx); err != nil {
+		return err
+	}
 	res, err := s.db.ExecContext(ctx, s.q(`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`), gwMillis(at), id)
 	if err != nil {
 		return fmt.Errorf("store: revoke api key: %w", err)
@@ -143,10 +175,33 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) error
 // TouchAPIKey records a use of the key at `at`. It only moves last_used_at forward, so
 // concurrent or late touches never move it back.
 func (s *Store) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
+	if err := s.gwInit(ctx); err != nil {
+		return err
+	}
 	_, err := s.db.ExecContext(ctx, s.q(`UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`),
 		gwMillis(at), id, gwMillis(at))
 	if err != nil {
 		return fmt.Errorf("store: touch api key: %w", err)
+	}
+	return nil
+}
+
+// SetAPIKeyPolicy replaces the policy overrides of the key with the given id. An unknown id gives
+// ErrNotFound. The caller validates the policy.
+func (s *Store) SetAPIKeyPolicy(ctx context.Context, id string, p config.Policy) error {
+	if err := s.gwInit(ctx); err != nil {
+		return err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("store: api key policy: %w", err)
+	}
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE api_keys SET policy = ? WHERE id = ?`), string(b), id)
+	if err != nil {
+		return fmt.Errorf("store: set api key policy: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("store: api key %s: %w", id, ErrNotFound)
 	}
 	return nil
 }

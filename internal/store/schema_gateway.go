@@ -47,3 +47,14 @@ var _ = addSchema(
 	`CREATE INDEX IF NOT EXISTS usage_tenant_time ON usage (tenant_id, created_at)`,
 	`CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at)`,
 )
+
+// schema_migrations records the versioned migrations applied per component (migrate_gateway.go):
+// the tables above are version 1 of component "gateway"; later versions change them in place.
+var _ = addSchema(
+	`CREATE TABLE IF NOT EXISTS schema_migrations (
+		component  TEXT NOT NULL,
+		version    BIGINT NOT NULL,
+		applied_at BIGINT NOT NULL,
+		PRIMARY KEY (component, version)
+	)`,
+)

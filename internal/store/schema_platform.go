@@ -23,3 +23,27 @@ var _ = addSchema(
 	)`,
 	`CREATE INDEX IF NOT EXISTS responses_owner_time ON responses (owner, created_at)`,
 )
+
+// Conversations (OpenAI Conversations API): a conversation row, and its items in order. An
+// item is stored as the JSON the API lists (opaque to the store), with its id for lookups and
+// seq for order; next_seq hands out seq under the conversation row's lock, so concurrent
+// appends (two responses of one conversation) neither collide nor interleave within a batch.
+var _ = addSchema(
+	`CREATE TABLE IF NOT EXISTS conversations (
+		id         TEXT PRIMARY KEY,
+		owner      TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		metadata   TEXT NOT NULL,
+		next_seq   BIGINT NOT NULL DEFAULT 0
+	)`,
+	`CREATE INDEX IF NOT EXISTS conversations_owner ON conversations (owner, created_at)`,
+	`CREATE TABLE IF NOT EXISTS conversation_items (
+		conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+		seq             BIGINT NOT NULL,
+		id              TEXT NOT NULL,
+		created_at      BIGINT NOT NULL,
+		item            TEXT NOT NULL,
+		PRIMARY KEY (conversation_id, seq)
+	)`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conversation_id, id)`,
+)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/strata-inference/strata/internal/config"
 )
 
 // Tenant is a customer of the tenant plane: the unit that API keys, limits and usage belong to.
@@ -24,6 +26,10 @@ type Tenant struct {
 	Models []string
 	// CreatedAt has millisecond precision.
 	CreatedAt time.Time
+	// Tier names the tenant's tier (config gateway.tiers); "" uses the default tier.
+	Tier string
+	// Policy overrides the tier's policy field by field (nil fields inherit).
+	Policy config.Policy
 }
 
 // Allows reports whether the tenant may use model: true when the allowlist is empty or names it.
@@ -31,22 +37,29 @@ func (t *Tenant) Allows(model string) bool {
 	return len(t.Models) == 0 || slices.Contains(t.Models, model)
 }
 
-const tenantColumns = `id, name, external_id, rpm, tpm, models, created_at`
+const tenantColumns = `id, name, external_id, rpm, tpm, models, created_at, tier, policy`
 
 // CreateTenant inserts t and, in the same transaction, the given API keys (so a tenant and its
 // first key exist together or not at all). A tenant name that exists gives ErrExists.
 func (s *Store) CreateTenant(ctx context.Context, t *Tenant, keys ...*APIKey) error {
+	if err := s.gwInit(ctx); err != nil {
+		return err
+	}
 	models, err := json.Marshal(gwNonNil(t.Models))
 	if err != nil {
 		return fmt.Errorf("store: tenant models: %w", err)
+	}
+	policy, err := json.Marshal(t.Policy)
+	if err != nil {
+		return fmt.Errorf("store: tenant policy: %w", err)
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: create tenant: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO tenants (`+tenantColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`),
-		t.ID, t.Name, t.ExternalID, t.RPM, t.TPM, string(models), gwMillis(t.CreatedAt))
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO tenants (`+tenantColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		t.ID, t.Name, t.ExternalID, t.RPM, t.TPM, string(models), gwMillis(t.CreatedAt), t.Tier, string(policy))
 	if isUniqueViolation(err) {
 		return fmt.Errorf("store: tenant %q: %w", t.Name, ErrExists)
 	}
@@ -76,6 +89,9 @@ func (s *Store) TenantByName(ctx context.Context, name string) (*Tenant, error) 
 
 // ListTenants returns all tenants ordered by name.
 func (s *Store) ListTenants(ctx context.Context) ([]Tenant, error) {
+	if err := s.gwInit(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+tenantColumns+` FROM tenants ORDER BY name`))
 	if err != nil {
 		return nil, fmt.Errorf("store: list tenants: %w", err)
@@ -97,6 +113,9 @@ func (s *Store) ListTenants(ctx context.Context) ([]Tenant, error) {
 
 // CountTenants returns the number of tenants.
 func (s *Store) CountTenants(ctx context.Context) (int, error) {
+	if err := s.gwInit(ctx); err != nil {
+		return 0, err
+	}
 	var n int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tenants`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: count tenants: %w", err)
@@ -105,6 +124,9 @@ func (s *Store) CountTenants(ctx context.Context) (int, error) {
 }
 
 func (s *Store) oneTenant(ctx context.Context, query string, arg any) (*Tenant, error) {
+	if err := s.gwInit(ctx); err != nil {
+		return nil, err
+	}
 	t, err := scanTenant(s.db.QueryRowContext(ctx, s.q(query), arg))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("store: tenant: %w", ErrNotFound)
@@ -120,8 +142,9 @@ func scanTenant(sc gwScanner, extra ...any) (*Tenant, error) {
 		t       Tenant
 		models  string
 		created int64
+		policy  string
 	)
-	dest := append([]any{&t.ID, &t.Name, &t.ExternalID, &t.RPM, &t.TPM, &models, &created}, extra...)
+	dest := append([]any{&t.ID, &t.Name, &t.ExternalID, &t.RPM, &t.TPM, &models, &created, &t.Tier, &policy}, extra...)
 	if err := sc.Scan(dest...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, err
@@ -133,6 +156,9 @@ func scanTenant(sc gwScanner, extra ...any) (*Tenant, error) {
 	}
 	if len(t.Models) == 0 {
 		t.Models = nil
+	}
+	if err := json.Unmarshal([]byte(policy), &t.Policy); err != nil {
+		return nil, fmt.Errorf("store: tenant %s policy: %w", t.ID, err)
 	}
 	t.CreatedAt = gwFromMillis(created)
 	return &t, nil
@@ -163,4 +189,25 @@ func gwFromNullMillis(v sql.NullInt64) time.Time {
 		return time.Time{}
 	}
 	return gwFromMillis(v.Int64)
+}
+
+// SetTenantPolicy sets the tier and the policy overrides of the tenant with the given id (the
+// whole policy is replaced: unset fields inherit from the tier). An unknown id gives ErrNotFound.
+// The caller validates the policy.
+func (s *Store) SetTenantPolicy(ctx context.Context, id, tier string, p config.Policy) error {
+	if err := s.gwInit(ctx); err != nil {
+		return err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("store: tenant policy: %w", err)
+	}
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE tenants SET tier = ?, policy = ? WHERE id = ?`), tier, string(b), id)
+	if err != nil {
+		return fmt.Errorf("store: set tenant policy: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("store: tenant %s: %w", id, ErrNotFound)
+	}
+	return nil
 }

@@ -16,6 +16,16 @@ const (
 	UsageEstimated = "estimated"
 )
 
+// Billed reasons of a UsageRecord.
+const (
+	// BilledComplete: the answer reached its end (the engine's last byte or [DONE]).
+	BilledComplete = "complete"
+	// BilledClientDisconnect: the client went away before the end; what was generated is billed.
+	BilledClientDisconnect = "client_disconnect"
+	// BilledUpstreamError: the engine failed or answered an error; what it reported is billed.
+	BilledUpstreamError = "upstream_error"
+)
+
 // UsageRecord is one metered request: the ledger row of the tenant plane, immutable once written.
 type UsageRecord struct {
 	// RequestID is the idempotency key (X-Request-Id): one record per request id.
@@ -37,6 +47,9 @@ type UsageRecord struct {
 	Stream bool
 	// Source is UsageEngine or UsageEstimated.
 	Source string
+	// BilledReason says why the request was billed as it was: BilledComplete,
+	// BilledClientDisconnect or BilledUpstreamError; "" for records written before it existed.
+	BilledReason string
 	// CreatedAt has millisecond precision.
 	CreatedAt time.Time
 }
@@ -51,21 +64,24 @@ type UsageFilter struct {
 }
 
 const usageColumns = `request_id, tenant_id, key_id, model, endpoint, gpu, prompt_tokens, cached_tokens,
-	completion_tokens, ttft_ms, duration_ms, status, stream, usage_source, created_at`
+	completion_tokens, ttft_ms, duration_ms, status, stream, usage_source, created_at, billed_reason`
 
 // InsertUsage writes u unless a record with its request id exists. It returns whether u was
 // inserted: false means a record for this request id was already there and was left unchanged,
 // so a retried write never bills twice.
 func (s *Store) InsertUsage(ctx context.Context, u *UsageRecord) (bool, error) {
+	if err := s.gwInit(ctx); err != nil {
+		return false, err
+	}
 	stream := 0
 	if u.Stream {
 		stream = 1
 	}
 	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO usage (`+usageColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING`),
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING`),
 		u.RequestID, u.TenantID, u.KeyID, u.Model, u.Endpoint, u.GPU, u.PromptTokens, u.CachedTokens,
 		u.CompletionTokens, u.TTFT.Milliseconds(), u.Duration.Milliseconds(), u.Status, stream, u.Source,
-		gwMillis(u.CreatedAt))
+		gwMillis(u.CreatedAt), u.BilledReason)
 	if err != nil {
 		return false, fmt.Errorf("store: insert usage: %w", err)
 	}
@@ -114,6 +130,9 @@ func (s *Store) ListUsage(ctx context.Context, f UsageFilter) ([]UsageRecord, er
 }
 
 func (s *Store) queryUsage(ctx context.Context, query string, args ...any) ([]UsageRecord, error) {
+	if err := s.gwInit(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: list usage: %w", err)
@@ -124,7 +143,7 @@ func (s *Store) queryUsage(ctx context.Context, query string, args ...any) ([]Us
 		var u UsageRecord
 		var ttft, dur, created, stream int64
 		if err := rows.Scan(&u.RequestID, &u.TenantID, &u.KeyID, &u.Model, &u.Endpoint, &u.GPU, &u.PromptTokens,
-			&u.CachedTokens, &u.CompletionTokens, &ttft, &dur, &u.Status, &stream, &u.Source, &created); err != nil {
+			&u.CachedTokens, &u.CompletionTokens, &ttft, &dur, &u.Status, &stream, &u.Source, &created, &u.BilledReason); err != nil {
 			return nil, fmt.Errorf("store: scan usage: %w", err)
 		}
 		u.TTFT, u.Duration = time.Duration(ttft)*time.Millisecond, time.Duration(dur)*time.Millisecond

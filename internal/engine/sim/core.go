@@ -347,8 +347,20 @@ func (c *core) cacheFullBlocks(s *sequence, n int) {
 		return
 	}
 	c.ensureHashes(s, full)
-	for j := s.numCachedBlocks; j < full; j++ {
+	first := s.numCachedBlocks
+	for j := first; j < full; j++ {
+		// A newly full block comes fresh from the free queue (allocate evicts), so it is
+		// never cached yet and cache always registers it.
 		c.kv.cache(s.blocks[j], s.hashes[j])
+	}
+	if c.kv.events != nil && full > first {
+		// vLLM BlockPool.cache_full_blocks: one BlockStored for the request's new full blocks.
+		e := kvEvent{kind: kvBlockStored, hashes: s.hashes[first:full:full],
+			tokens: s.tokens[first*c.blockSize : full*c.blockSize : full*c.blockSize]}
+		if first > 0 {
+			e.parent, e.hasParent = s.hashes[first-1], true
+		}
+		c.kv.events.add(e)
 	}
 	s.numCachedBlocks = full
 }

@@ -33,6 +33,8 @@ type kvCache struct {
 	head    block
 	numFree int
 	cached  map[BlockHash][]*block
+	// events records prefix-cache changes for KV-event publishing; nil when events are off.
+	events *kvEventLog
 }
 
 func newKVCache(numBlocks, blockSize int) *kvCache {
@@ -142,6 +144,7 @@ func (c *kvCache) evict(b *block) {
 	if !b.hashed {
 		return
 	}
+	c.events.add(kvEvent{kind: kvBlockRemoved, hashes: []BlockHash{b.hash}})
 	bs := c.cached[b.hash]
 	for i, x := range bs {
 		if x == b {
@@ -158,13 +161,38 @@ func (c *kvCache) evict(b *block) {
 	b.hash = BlockHash{}
 }
 
-// cache registers a full block under h.
-func (c *kvCache) cache(b *block, h BlockHash) {
+// cache registers a full block under h; false if b was already cached.
+func (c *kvCache) cache(b *block, h BlockHash) bool {
 	if b.hashed {
-		return
+		return false
 	}
 	b.hash, b.hashed = h, true
 	c.cached[h] = append(c.cached[h], b)
+	return true
+}
+
+// reset drops every cached hash, as vLLM's BlockPool.reset_prefix_cache: only when no block
+// is referenced (false otherwise, nothing changes). It records AllBlocksCleared.
+func (c *kvCache) reset() bool {
+	if c.numFree != c.total() {
+		return false
+	}
+	for i := range c.blocks {
+		c.blocks[i].hashed, c.blocks[i].hash = false, BlockHash{}
+	}
+	clear(c.cached)
+	c.events.add(kvEvent{kind: kvAllBlocksCleared})
+	return true
+}
+
+// cachedHashes returns the distinct hashes in the prefix cache, with the number of blocks
+// cached under each (for tests and KV-event reconciliation).
+func (c *kvCache) cachedHashes() map[BlockHash]int {
+	out := make(map[BlockHash]int, len(c.cached))
+	for h, bs := range c.cached {
+		out[h] = len(bs)
+	}
+	return out
 }
 
 // free drops one reference on each block, in order; blocks reaching zero join the tail of the

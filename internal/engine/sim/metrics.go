@@ -167,9 +167,10 @@ func (m *vllmMetrics) record(st *stepStats, running, waiting int, usage float64)
 // simMetrics are Strata's own metrics of a simulated replica, on the caller's registerer with a
 // replica label: how the step loop keeps up with its clock.
 type simMetrics struct {
-	steps    prometheus.Counter
-	stepTime prometheus.Observer
-	lag      prometheus.Observer
+	steps           prometheus.Counter
+	stepTime        prometheus.Observer
+	lag             prometheus.Observer
+	kvPublishErrors prometheus.Counter
 }
 
 func newSimMetrics(reg prometheus.Registerer, name string) (*simMetrics, error) {
@@ -182,12 +183,14 @@ func newSimMetrics(reg prometheus.Registerer, name string) (*simMetrics, error) 
 	lag := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_engine_sim_lag_seconds",
 		Help:    "How late the step loop woke up after a step's scheduled end, on the injected clock.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)})
-	m.steps, m.stepTime, m.lag = steps, stepTime, lag
+	kvErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_engine_sim_kv_event_publish_errors_total",
+		Help: "KV-event batches the simulated replica failed to encode or send."})
+	m.steps, m.stepTime, m.lag, m.kvPublishErrors = steps, stepTime, lag, kvErrs
 	if reg == nil {
 		return m, nil
 	}
 	r := prometheus.WrapRegistererWith(prometheus.Labels{"replica": name}, reg)
-	for _, c := range []prometheus.Collector{steps, stepTime, lag} {
+	for _, c := range []prometheus.Collector{steps, stepTime, lag, kvErrs} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

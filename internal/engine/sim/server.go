@@ -47,6 +47,10 @@ type Server struct {
 	core   *core
 	closed bool
 
+	// kvPub publishes the core's KV events (nil when cfg.KVEventsEndpoint is empty); only the
+	// step loop publishes, so sequence numbers follow the steps.
+	kvPub *kvPublisher
+
 	kick      chan struct{}
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -120,9 +124,77 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 		kick: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
+	if cfg.KVEventsEndpoint != "" {
+		if s.kvPub, err = newKVPublisher(cfg); err != nil {
+			return nil, err
+		}
+		s.core.kv.events = &kvEventLog{}
+	}
 	s.wg.Add(1)
 	go s.run()
 	return s, nil
+}
+
+// KVEventsEndpoint is the bound address of the KV-event PUB socket ("tcp://127.0.0.1:40123"),
+// or "" when events are off. With port 0 in the config it tells the port picked.
+func (s *Server) KVEventsEndpoint() string {
+	if s.kvPub == nil {
+		return ""
+	}
+	return s.kvPub.endpoint()
+}
+
+// KVEventsReplayEndpoint is the bound address of the replay ROUTER socket, or "".
+func (s *Server) KVEventsReplayEndpoint() string {
+	if s.kvPub == nil {
+		return ""
+	}
+	return s.kvPub.replayEndpoint()
+}
+
+// CachedBlockHashes returns the replica's prefix cache as KV events describe it: each cached
+// block hash in its published form (BlockHash.Uint64) with the number of blocks cached under it
+// (2 when the same block was computed twice). Tests compare it with what a subscriber rebuilt.
+func (s *Server) CachedBlockHashes() map[uint64]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[uint64]int)
+	for h, n := range s.core.kv.cachedHashes() {
+		out[h.Uint64()] += n
+	}
+	return out
+}
+
+// KVEventsPublished is the number of KV-event batches published so far (the next sequence
+// number), 0 when events are off.
+func (s *Server) KVEventsPublished() uint64 {
+	if s.kvPub == nil {
+		return 0
+	}
+	s.kvPub.mu.Lock()
+	defer s.kvPub.mu.Unlock()
+	return s.kvPub.seq
+}
+
+// ResetPrefixCache drops every cached block, as vLLM's reset_prefix_cache, publishing
+// AllBlocksCleared. It returns false, changing nothing, while requests hold blocks.
+func (s *Server) ResetPrefixCache() bool {
+	s.mu.Lock()
+	ok := s.core.kv.reset()
+	s.mu.Unlock()
+	s.wake() // the step loop publishes the event
+	return ok
+}
+
+// publishKVEvents sends the events of the core's log as one batch. Called by the step loop
+// only, without s.mu.
+func (s *Server) publishKVEvents(events []kvEvent, at time.Time) {
+	if len(events) == 0 {
+		return
+	}
+	if err := s.kvPub.publish(kvNow(at), events); err != nil {
+		s.simStats.kvPublishErrors.Inc()
+	}
 }
 
 // Close stops the step loop and fails the requests still in the engine (their clients get a
@@ -135,6 +207,9 @@ func (s *Server) Close() {
 		s.closed = true
 		s.core.failAll(errEngineClosed)
 		s.mu.Unlock()
+		if s.kvPub != nil {
+			s.kvPub.close()
+		}
 	})
 }
 
@@ -157,8 +232,10 @@ func (s *Server) run() {
 		}
 		plan := s.core.schedule(start)
 		s.recordLocked()
+		events := s.core.kv.events.take()
 		if plan == nil {
 			s.mu.Unlock()
+			s.publishKVEvents(events, start)
 			busy = false
 			select {
 			case <-s.kick:
@@ -169,6 +246,8 @@ func (s *Server) run() {
 		}
 		dur := plan.duration
 		s.mu.Unlock()
+		// vLLM's scheduler publishes the events of a step when it schedules it.
+		s.publishKVEvents(events, start)
 
 		s.simStats.steps.Inc()
 		s.simStats.stepTime.Observe(dur.Seconds())
@@ -188,7 +267,9 @@ func (s *Server) run() {
 		s.mu.Lock()
 		s.core.complete(plan, deadline)
 		s.recordLocked()
+		events = s.core.kv.events.take() // evictions do not happen here; kept for safety
 		s.mu.Unlock()
+		s.publishKVEvents(events, deadline)
 		cursor, busy = deadline, true
 	}
 }
@@ -262,6 +343,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		route(http.MethodGet, s.metricsH.ServeHTTP)
 	case "/tokenize":
 		route(http.MethodPost, s.handleTokenize)
+	case "/reset_prefix_cache":
+		route(http.MethodPost, s.handleResetPrefixCache)
 	default:
 		openai.WriteError(w, errNotFound)
 	}
@@ -273,6 +356,17 @@ func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Unlock()
 	if closed {
 		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleResetPrefixCache is vLLM's POST /reset_prefix_cache (a development endpoint): 200 with
+// an empty body once the prefix cache is cleared. vLLM answers 200 even when it could not clear
+// it (blocks in use); the simulator answers 409 then, so tests never mistake it for success.
+func (s *Server) handleResetPrefixCache(w http.ResponseWriter, _ *http.Request) {
+	if !s.ResetPrefixCache() {
+		openai.WriteError(w, vllmError(http.StatusConflict, "ConflictError", "", "The prefix cache cannot be reset while requests hold KV blocks."))
 		return
 	}
 	w.WriteHeader(http.StatusOK)

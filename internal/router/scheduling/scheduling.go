@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 )
 
 // Sentinel errors of a scheduling cycle. ErrModelNotServed and ErrNoHealthyEndpoint wrap
@@ -85,6 +86,9 @@ type Request struct {
 	PromptParts []string
 	// PromptTokens is an estimate of the prompt length in tokens.
 	PromptTokens int
+	// Session is the conversation / agent-loop id of the X-Strata-Session header
+	// (openai.HeaderSession), "" when absent: a KV-affinity hint for the session-affinity scorer.
+	Session string
 	// Exclude names endpoints already tried for this request (their connection was refused); they
 	// are removed after the filters.
 	Exclude []string
@@ -213,6 +217,55 @@ func (s *Scheduler) Schedule(req *Request, eps []*Endpoint) (*Endpoint, error) {
 		p.PreRequest(req, picked)
 	}
 	return picked, nil
+}
+
+// String describes the profile, e.g. "filters=[model-filter health-filter]
+// scorers=[queue-scorer:1 prefix-cache-scorer:3] picker=max-score-picker" (scorers of weight 0
+// are left out), for logs and tests.
+func (s *Scheduler) String() string {
+	var b strings.Builder
+	b.WriteString("filters=[")
+	for i, f := range s.filters {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(f.Name())
+	}
+	b.WriteString("] scorers=[")
+	for i, ws := range s.scorers {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%g", ws.Name(), ws.Weight)
+	}
+	fmt.Fprintf(&b, "] picker=%s", s.picker.Name())
+	return b.String()
+}
+
+// MinMaxLowerIsBetter writes to scores[i] the min-max normalised score of a load value where
+// lower is better, as GIE's queue scorer: (max - v) / (max - min), or 1 for all when every value
+// is equal. Endpoints with ok false (stale metrics) score 0 and take no part in min and max.
+func MinMaxLowerIsBetter(vals []float64, ok []bool, scores []float64) {
+	lo, hi, seen := 0.0, 0.0, false
+	for i, v := range vals {
+		if !ok[i] {
+			continue
+		}
+		if !seen {
+			lo, hi, seen = v, v, true
+		}
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	for i, v := range vals {
+		switch {
+		case !ok[i]:
+			scores[i] = 0
+		case hi == lo:
+			scores[i] = 1
+		default:
+			scores[i] = (hi - v) / (hi - lo)
+		}
+	}
 }
 
 // clamp01 keeps a misbehaving scorer from dominating the sum: scores outside [0,1] are clipped

@@ -1,0 +1,132 @@
+package replay
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+const sample = `{"timestamp": 0, "input_length": 1100, "output_length": 10, "hash_ids": [0, 1, 2]}
+{"timestamp": 100, "input_length": 1200, "output_length": 5, "hash_ids": [0, 1, 3]}
+{"timestamp": 200, "input_length": 600, "output_length": 1, "hash_ids": [7, 8]}
+`
+
+func TestReadMooncake(t *testing.T) {
+	rows, err := ReadTrace(strings.NewReader(sample), FormatMooncake, 0)
+	require.NoError(t, err)
+	require.Len(t, rows, 3)
+	require.Equal(t, Row{Arrival: 100 * time.Millisecond, InputTokens: 1200, OutputTokens: 5, HashIDs: []int64{0, 1, 3}}, rows[1])
+	rows, err = ReadTrace(strings.NewReader(sample), FormatMooncake, 2)
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+}
+
+func TestReadTraceErrors(t *testing.T) {
+	for _, tt := range []struct{ format, in, want string }{
+		{FormatMooncake, `{"timestamp":0,"input_length":1100,"output_length":1,"hash_ids":[1]}`, "line 1: 1 hash_ids for input_length 1100, want ceil(input_length/512)"},
+		{FormatMooncake, `{"timestamp":0}`, "line 1: timestamp, input_length and output_length are required"},
+		{FormatMooncake, "\n{", "line 2: unexpected end of JSON input"},
+		{FormatAzure, "a,b,c\n", "header: want TIMESTAMP,ContextTokens,GeneratedTokens"},
+		{FormatAzure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,x,1\n", `line 2: ContextTokens must be >= 1`},
+		{"csv", "", `trace format "csv": want mooncake or azure`},
+	} {
+		_, err := ReadTrace(strings.NewReader(tt.in), tt.format, 0)
+		require.ErrorContains(t, err, tt.want)
+	}
+}
+
+func TestReadAzure(t *testing.T) {
+	in := "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n"
+	rows, err := ReadTrace(strings.NewReader(in), FormatAzure, 0)
+	require.NoError(t, err)
+	require.Equal(t, []Row{{InputTokens: 374, OutputTokens: 44}, {Arrival: 4314579 * time.Microsecond, InputTokens: 396, OutputTokens: 109}}, rows)
+}
+
+func FuzzReadTrace(f *testing.F) {
+	f.Add([]byte(sample), true)
+	f.Add([]byte("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"), false)
+	f.Fuzz(func(t *testing.T, b []byte, mooncake bool) {
+		format := FormatAzure
+		if mooncake {
+			format = FormatMooncake
+		}
+		rows, err := ReadTrace(strings.NewReader(string(b)), format, 0)
+		if err != nil {
+			return
+		}
+		for _, r := range rows {
+			require.GreaterOrEqual(t, r.InputTokens, 1)
+			require.GreaterOrEqual(t, r.OutputTokens, 0)
+			require.GreaterOrEqual(t, r.Arrival, time.Duration(0))
+		}
+	})
+}
+
+// Two requests sharing two 512-token blocks: on one replica the second hits them; the ideal ratio
+// counts the same; every request completes; all policies run deterministically.
+func TestRunSmall(t *testing.T) {
+	rows, err := ReadTrace(strings.NewReader(sample), FormatMooncake, 0)
+	require.NoError(t, err)
+	opt := Options{Replicas: 1, Model: "Llama-3.1-8B", GPU: "H100-SXM", Seed: 1}
+	r, err := Run(context.Background(), rows, "default", opt)
+	require.NoError(t, err)
+	require.Equal(t, 3, r.Completed)
+	require.Equal(t, []int{3}, r.PerReplica)
+	require.InDelta(t, 1024.0/2900, r.HitRatio, 1e-9)
+	require.InDelta(t, 1024.0/2900, r.IdealHitRatio, 1e-9)
+	require.Greater(t, r.TTFT.P50, 0.0)
+	require.Greater(t, r.ITL.P50, 0.0)
+	require.Zero(t, r.LoadSpread)
+
+	for _, p := range Policies {
+		a, err := Run(context.Background(), rows, p, Options{Replicas: 3, Model: "Llama-3.1-8B", GPU: "H100-SXM", Seed: 7})
+		require.NoError(t, err, p)
+		b, err := Run(context.Background(), rows, p, Options{Replicas: 3, Model: "Llama-3.1-8B", GPU: "H100-SXM", Seed: 7})
+		require.NoError(t, err, p)
+		require.Equal(t, 3, a.Completed, p)
+		a.PickMicros, b.PickMicros = 0, 0
+		require.Equal(t, a, b, "%s: a seed makes a run deterministic", p)
+	}
+	_, err = Run(context.Background(), rows, "fastest", opt)
+	require.ErrorContains(t, err, `unknown policy "fastest"`)
+}
+
+// Round-robin spreads the two requests sharing a prefix; the prefix-aware default keeps them
+// together and hits.
+func TestPrefixAwarePolicyHits(t *testing.T) {
+	rows, err := ReadTrace(strings.NewReader(sample), FormatMooncake, 0)
+	require.NoError(t, err)
+	opt := Options{Replicas: 3, Model: "Llama-3.1-8B", GPU: "H100-SXM", Seed: 1}
+	rr, err := Run(context.Background(), rows, "round-robin", opt)
+	require.NoError(t, err)
+	require.Zero(t, rr.HitRatio)
+	def, err := Run(context.Background(), rows, "default", opt)
+	require.NoError(t, err)
+	require.InDelta(t, 1024.0/2900, def.HitRatio, 1e-9)
+}
+
+// The real Mooncake trace's first rows, when the shared data is present.
+func TestMooncakeTraceHead(t *testing.T) {
+	f, err := os.Open("../../../shared/data/traces/mooncake_conversation_trace.jsonl")
+	if err != nil {
+		t.Skipf("shared trace not available: %v", err)
+	}
+	defer f.Close()
+	rows, err := ReadTrace(f, FormatMooncake, 300)
+	require.NoError(t, err)
+	res, err := Run(context.Background(), rows, "default", Options{Replicas: 4, Model: "Llama-3.1-8B", GPU: "H100-SXM", Seed: 1})
+	require.NoError(t, err)
+	require.Equal(t, 300, res.Completed+res.Skipped)
+	require.Greater(t, res.IdealHitRatio, 0.0)
+	require.LessOrEqual(t, res.HitRatio, res.IdealHitRatio+1e-9)
+}
+
+func TestBlockText(t *testing.T) {
+	require.Len(t, blockText(42, 2048), 2048)
+	require.NotEqual(t, blockText(1, 64), blockText(2, 64))
+	require.Equal(t, blockText(5, 100), blockText(5, 100))
+}

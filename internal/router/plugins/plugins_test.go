@@ -1,0 +1,127 @@
+package plugins
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/strata-inference/strata/internal/config"
+	"github.com/strata-inference/strata/internal/router/scheduling"
+)
+
+// load parses a YAML file over the defaults and builds its scheduler, as the router does at start.
+func load(t *testing.T, path string) (*scheduling.Scheduler, error) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	cfg := config.Default()
+	if err := config.Parse(b, cfg); err != nil {
+		return nil, err
+	}
+	return Build(cfg.Router, rand.NewPCG(1, 2))
+}
+
+// Each testdata/*.bad.yaml is refused at start with the message in the table, naming the plugin
+// and the field; a new bad file without an entry fails the test.
+func TestBadSchedulerConfigs(t *testing.T) {
+	want := map[string]string{
+		"unknown_type":            `plugins[1] "quue-scorer" (quue-scorer): type: unknown plugin type "quue-scorer" (want one of health-filter, in-flight-tokens-scorer,`,
+		"unknown_parameter":       `plugins[0] "prefix" (prefix-cache-scorer): parameters: unknown field "hashBlockSize"`,
+		"bad_parameter_value":     `plugins[1] "prefix" (prefix-cache-scorer): parameters.blockSize: must be positive, got 0`,
+		"bad_parameter_type":      `plugins[0] "session-affinity-scorer" (session-affinity-scorer): parameters.maxSessions: want int, got string`,
+		"unknown_ref":             `schedulingProfiles[0].plugins[1].pluginRef: unknown plugin "kv-cache-utilization-scorer" (declare it under plugins)`,
+		"weight_on_picker":        `schedulingProfiles[0].plugins[1].weight: "random-picker" is not a scorer; only scorers take a weight`,
+		"negative_weight":         `schedulingProfiles[0].plugins[0].weight: must be in [0, 1e6], got -1`,
+		"two_pickers":             `schedulingProfiles[0].plugins[1].pluginRef: "max-score-picker" is a second picker; a profile has one`,
+		"duplicate_name":          `plugins[1] "load" (running-requests-scorer): name: "load" used twice`,
+		"no_profile":              `schedulingProfiles: at least one profile is required`,
+		"missing_type":            `plugins[0]: type: required (one of health-filter,`,
+		"nohitlru_without_prefix": `plugins[0] "no-hit-lru-scorer" (no-hit-lru-scorer): parameters.prefixPluginName: no plugin "prefix-cache-scorer" declared before this one`,
+		"unknown_profile_key":     `unknown field "wieght"`,
+	}
+	files, err := filepath.Glob("testdata/*.bad.yaml")
+	require.NoError(t, err)
+	require.Len(t, files, len(want))
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".bad.yaml")
+		t.Run(name, func(t *testing.T) {
+			msg, ok := want[name]
+			require.True(t, ok, "no expected message for %s", f)
+			_, err := load(t, f)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), msg)
+		})
+	}
+}
+
+func TestLLMDStyleConfig(t *testing.T) {
+	s, err := load(t, "testdata/llmd.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "filters=[model-filter health-filter] scorers=[queue-scorer:2 kv-cache-utilization-scorer:2 "+
+		"prefix-cache-scorer:3 session-affinity-scorer:1 no-hit-lru-scorer:0.5] picker=max-score-picker", s.String())
+}
+
+// The default profile is the router's behaviour before plugin configuration: the flat keys of
+// config.Router build it, and overriding them changes it.
+func TestDefaultProfile(t *testing.T) {
+	s, err := Build(config.Default().Router, nil)
+	require.NoError(t, err)
+	require.Equal(t, "filters=[model-filter health-filter] scorers=[queue-scorer:1 kv-cache-utilization-scorer:1 prefix-cache-scorer:3] picker=max-score-picker", s.String())
+
+	r := config.Default().Router
+	zero, five := 0.0, 5.0
+	r.Weights.KVCache, r.Weights.Prefix = &zero, &five
+	s, err = Build(r, nil)
+	require.NoError(t, err)
+	require.Equal(t, "filters=[model-filter health-filter] scorers=[queue-scorer:1 prefix-cache-scorer:5] picker=max-score-picker", s.String())
+
+	// Unset weights and sizes (a zero config.Router) take the defaults.
+	s, err = Build(config.Router{}, nil)
+	require.NoError(t, err)
+	require.Contains(t, s.String(), "prefix-cache-scorer:3")
+}
+
+// Every registered type builds with no parameters (all have defaults), except no-hit-lru which
+// needs its prefix plugin declared first.
+func TestEveryTypeBuildsWithDefaults(t *testing.T) {
+	reg := Registry()
+	for _, typ := range reg.Types() {
+		t.Run(typ, func(t *testing.T) {
+			cfg := config.EndpointPickerConfig{
+				Plugins:            []config.PluginSpec{{Type: "prefix-cache-scorer", Name: "p"}, {Type: typ, Parameters: []byte(`{}`)}},
+				SchedulingProfiles: []config.SchedulingProfile{{Name: "x", Plugins: []config.ProfilePlugin{{PluginRef: typ}}}},
+			}
+			if typ == "no-hit-lru-scorer" {
+				cfg.Plugins[1].Parameters = []byte(`{"prefixPluginName":"p"}`)
+			}
+			if typ == "prefix-cache-scorer" {
+				cfg.Plugins[0].Name = "" // would clash with... nothing; keep both distinct
+				cfg.Plugins[1].Name = "q"
+				cfg.SchedulingProfiles[0].Plugins[0].PluginRef = "q"
+			}
+			s, err := scheduling.Build(cfg, reg, rand.NewPCG(3, 4))
+			require.NoError(t, err)
+			require.Contains(t, s.String(), typ)
+		})
+	}
+}
+
+func FuzzDecodeParameters(f *testing.F) {
+	f.Add([]byte(`{"blockSize":64,"lruCapacityPerServer":10}`))
+	f.Add([]byte(`{"blockSize":"x"}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, typ := range []string{"prefix-cache-scorer", "session-affinity-scorer", "queue-scorer"} {
+			_, _ = Registry()[typ]("x", b, nopHandle{})
+		}
+	})
+}
+
+type nopHandle struct{}
+
+func (nopHandle) Plugin(string) (scheduling.Plugin, bool) { return nil, false }
+func (nopHandle) Rand() rand.Source                       { return rand.NewPCG(1, 1) }

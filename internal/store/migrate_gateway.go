@@ -1,0 +1,142 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// gatewayMigrations are the versioned migrations of the tenant plane's tables, after version 1
+// (the CREATE TABLE statements of schema_gateway.go). Version N is gatewayMigrations[N-2]. A
+// migration is applied once per database, in one transaction with its schema_migrations row;
+// never edit one that has shipped, append a new version instead.
+var gatewayMigrations = [][]string{
+	// 2: tiers and policy overrides, billed_reason, the price book.
+	{
+		`ALTER TABLE tenants ADD COLUMN tier TEXT NOT NULL DEFAULT ''`,
+		`ALTER TABLE tenants ADD COLUMN policy TEXT NOT NULL DEFAULT '{}'`,
+		`ALTER TABLE api_keys ADD COLUMN policy TEXT NOT NULL DEFAULT '{}'`,
+		`ALTER TABLE usage ADD COLUMN billed_reason TEXT NOT NULL DEFAULT ''`,
+		// prices is the price book: per model, prices in integer micro-USD per million tokens,
+		// each row effective from effective_at (Unix ms) until the next row of the model.
+		`CREATE TABLE prices (
+			model          TEXT NOT NULL,
+			effective_at   BIGINT NOT NULL,
+			input_micros   BIGINT NOT NULL,
+			cached_micros  BIGINT NOT NULL,
+			output_micros  BIGINT NOT NULL,
+			created_at     BIGINT NOT NULL,
+			PRIMARY KEY (model, effective_at)
+		)`,
+	},
+}
+
+// GatewaySchemaVersion is the version of the tenant plane's tables this code expects.
+var GatewaySchemaVersion = 1 + len(gatewayMigrations)
+
+// gwMigrated remembers, per open *Store, that the gateway migrations were applied.
+var gwMigrated sync.Map // *Store -> *gwOnce
+
+type gwOnce struct {
+	mu   sync.Mutex
+	done bool
+}
+
+// gwInit applies the gateway migrations the first time a tenant-plane method of s runs (store.go,
+// which opens the database, is shared with the other layers; the tenant plane keeps its
+// versioned migrations to itself). A failure is returned and retried on the next call.
+func (s *Store) gwInit(ctx context.Context) error {
+	v, _ := gwMigrated.LoadOrStore(s, &gwOnce{})
+	o := v.(*gwOnce)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.done {
+		return nil
+	}
+	if err := s.MigrateGateway(ctx); err != nil {
+		return err
+	}
+	o.done = true
+	return nil
+}
+
+// MigrateGateway brings the tenant plane's tables to GatewaySchemaVersion, applying each missing
+// version in its own transaction together with its schema_migrations row. Concurrent callers
+// (other processes included) are serialized: SQLite by its write lock (transactions begin
+// IMMEDIATE), PostgreSQL by a transaction-scoped advisory lock. A database at a newer version than
+// this code knows is an error, so an old binary never writes to tables it does not understand.
+// Tenant-plane methods call it on first use; calling it again is cheap.
+func (s *Store) MigrateGateway(ctx context.Context) error {
+	for i, stmts := range gatewayMigrations {
+		version := i + 2
+		if err := s.applyGatewayMigration(ctx, version, stmts); err != nil {
+			return fmt.Errorf("store: gateway migration %d: %w", version, err)
+		}
+	}
+	var newest int64
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 1) FROM schema_migrations WHERE component = 'gateway'`).Scan(&newest); err != nil {
+		return fmt.Errorf("store: gateway schema version: %w", err)
+	}
+	if newest > int64(len(gatewayMigrations)+1) {
+		return fmt.Errorf("store: gateway schema version %d is newer than this binary's %d", newest, len(gatewayMigrations)+1)
+	}
+	return nil
+}
+
+func (s *Store) applyGatewayMigration(ctx context.Context, version int, stmts []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if s.dialect == Postgres {
+		// Any constant shared by every Strata process: the lock only serializes migrations.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(5357524154410001)`); err != nil {
+			return err
+		}
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM schema_migrations WHERE component = 'gateway' AND version = ?`), version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	for _, stmt := range stmts {
+		if s.dialect == Postgres {
+			stmt = strings.ReplaceAll(stmt, " BLOB", " BYTEA")
+		}
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO schema_migrations (component, version, applied_at) VALUES ('gateway', ?, ?)`),
+		version, time.Now().UnixMilli()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// GatewayMigrations returns the gateway versions recorded in schema_migrations, ascending
+// (version 1, the base tables, is not recorded).
+func (s *Store) GatewayMigrations(ctx context.Context) ([]int, error) {
+	if err := s.gwInit(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT version FROM schema_migrations WHERE component = 'gateway' ORDER BY version`)
+	if err != nil {
+		return nil, fmt.Errorf("store: gateway migrations: %w", err)
+	}
+	defer rows.Close()
+	var out []int
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("store: gateway migrations: %w", err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
