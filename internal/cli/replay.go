@@ -19,11 +19,11 @@ import (
 // vLLM replicas in virtual time, one run per policy, reported as a table and optionally JSON.
 func replayCmd(g *globals) *cobra.Command {
 	var (
-		trace, format, model, gpu, policies, jsonOut string
-		replicas, limit, numBlocks                   int
-		rateScale                                    float64
-		seed                                         uint64
-		markdown, quiet                              bool
+		trace, format, model, gpu, policies, jsonOut, chart string
+		replicas, limit, numBlocks                          int
+		rateScale                                           float64
+		seed                                                uint64
+		markdown, quiet                                     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "replay --trace FILE",
@@ -32,7 +32,7 @@ func replayCmd(g *globals) *cobra.Command {
 against N simulated vLLM replicas in virtual time, once per policy, and report for each: prefix-cache
 hit ratio in tokens (and the ideal ratio of one infinite cache), TTFT p50/p90/p99, ITL p50/p99, output
 tokens/s, completed requests and load spread (coefficient of variation of the tokens each replica
-computed).
+computed), as a table, as JSON (--json) and as an SVG chart (--chart).
 
 Policies: ` + strings.Join(replay.Policies, ", ") + `, or a YAML config file (*.yaml) whose
 router.scheduler (or, when unset, router weights) defines the profile.`,
@@ -88,6 +88,16 @@ router.scheduler (or, when unset, router weights) defines the profile.`,
 			if err := replay.WriteTable(g.stdout, results, markdown); err != nil {
 				return err
 			}
+			if chart != "" {
+				var sb strings.Builder
+				title := fmt.Sprintf("%s: %d requests, %d x %s on %s, rate x%g", filepath.Base(trace), len(rows), replicas, model, gpu, rateScale)
+				if err := replay.WriteSVG(&sb, title, results); err != nil {
+					return err
+				}
+				if err := os.WriteFile(chart, []byte(sb.String()), 0o644); err != nil {
+					return err
+				}
+			}
 			if jsonOut != "" {
 				b, err := json.MarshalIndent(struct {
 					Trace     string           `json:"trace"`
@@ -119,6 +129,7 @@ router.scheduler (or, when unset, router weights) defines the profile.`,
 	fl.IntVar(&numBlocks, "num-gpu-blocks", 0, "KV cache blocks of 16 tokens per replica (0: 24576, Llama-3-8B on an 80 GB GPU)")
 	fl.Uint64Var(&seed, "seed", 1, "seed of the random pickers and tie-breaks")
 	fl.StringVar(&jsonOut, "json", "", "also write the results as JSON to this file")
+	fl.StringVar(&chart, "chart", "", "also draw TTFT percentiles and hit ratios as an SVG image to this file")
 	fl.BoolVar(&markdown, "markdown", false, "print the table as Markdown")
 	fl.BoolVar(&quiet, "quiet", false, "no progress on stderr")
 	return cmd

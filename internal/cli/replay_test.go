@@ -33,7 +33,7 @@ func TestReplayCmd(t *testing.T) {
 	policy := filepath.Join(dir, "p.yaml")
 	require.NoError(t, os.WriteFile(policy, []byte("router:\n  weights: {prefix: 0}\n"), 0o600))
 	jsonOut := filepath.Join(dir, "r.json")
-	out, _, err := runReplay(t, "--trace", trace, "--replicas", "2", "--policy", "round-robin,default,"+policy, "--json", jsonOut, "--quiet")
+	out, _, err := runReplay(t, "--trace", trace, "--replicas", "2", "--policy", "round-robin,default,"+policy, "--json", jsonOut, "--chart", filepath.Join(dir, "c.svg"), "--quiet")
 	require.NoError(t, err)
 	require.Contains(t, out, "round-robin")
 	require.Contains(t, out, "TTFT p90 s")
@@ -51,6 +51,9 @@ func TestReplayCmd(t *testing.T) {
 	require.Len(t, v.Results, 3)
 	require.Equal(t, policy, v.Results[2].Policy)
 	require.Equal(t, 2, v.Results[1].Completed)
+	svg, err := os.ReadFile(filepath.Join(dir, "c.svg"))
+	require.NoError(t, err)
+	require.Contains(t, string(svg), "<svg")
 
 	for _, tt := range []struct {
 		args []string
@@ -59,7 +62,7 @@ func TestReplayCmd(t *testing.T) {
 		{nil, "--trace: required"},
 		{[]string{"--trace", trace, "--policy", "fastest"}, `unknown policy "fastest"`},
 		{[]string{"--trace", trace, "--replicas", "0"}, "replicas: must be at least 1"},
-		{[]string{"--trace", trace, "--format", "azure"}, "header: want TIMESTAMP"},
+		{[]string{"--trace", trace, "--format", "azure"}, "t.jsonl: header: "},
 		{[]string{"--trace", trace, "--gpu", "TPU"}, "TPU"},
 	} {
 		_, _, err := runReplay(t, append(tt.args, "--quiet")...)

@@ -22,8 +22,12 @@ type Sim struct {
 	MaxNumSeqs int `json:"max_num_seqs"`
 	// BlockSize is the KV block size in tokens. Default 16.
 	BlockSize int `json:"block_size"`
-	// NumGPUBlocks is the KV cache size in blocks. Default 8192 (131072 tokens).
+	// NumGPUBlocks is the KV cache size in blocks. 0 (the default) derives it as vLLM does from
+	// the GPU's memory, GPUMemoryUtilization, the weights and the KV size per token.
 	NumGPUBlocks int `json:"num_gpu_blocks"`
+	// GPUMemoryUtilization is the fraction of GPU memory vLLM may use (--gpu-memory-utilization),
+	// in (0, 1]. Default 0.9.
+	GPUMemoryUtilization *float64 `json:"gpu_memory_utilization"`
 	// TimeScale multiplies every simulated delay: 1 is real time, 0 answers at once. Default 1.
 	TimeScale *float64 `json:"time_scale"`
 	// MaxOutputTokens bounds generated answers when the request sets no limit. Default 256.
@@ -69,8 +73,10 @@ func (s *Sim) validate() error {
 		return errors.New("model: must not be empty")
 	case s.BlockSize < 1:
 		return fmt.Errorf("block_size: must be positive, got %d", s.BlockSize)
-	case s.NumGPUBlocks < 1:
-		return fmt.Errorf("num_gpu_blocks: must be positive, got %d", s.NumGPUBlocks)
+	case s.NumGPUBlocks < 0:
+		return fmt.Errorf("num_gpu_blocks: must not be negative, got %d", s.NumGPUBlocks)
+	case s.GPUMemoryUtilization != nil && (*s.GPUMemoryUtilization <= 0 || *s.GPUMemoryUtilization > 1):
+		return fmt.Errorf("gpu_memory_utilization: must be in (0, 1], got %g", *s.GPUMemoryUtilization)
 	case s.MaxModelLen < 1:
 		return fmt.Errorf("max_model_len: must be positive, got %d", s.MaxModelLen)
 	case s.MaxNumSeqs < 1:
@@ -94,7 +100,7 @@ func (s *Sim) validate() error {
 func defaultSim() Sim {
 	return Sim{
 		Replicas: 3, Model: "meta-llama/Llama-3.1-8B-Instruct", GPU: "H100-SXM",
-		MaxModelLen: 8192, MaxNumSeqs: 256, BlockSize: 16, NumGPUBlocks: 8192,
+		MaxModelLen: 8192, MaxNumSeqs: 256, BlockSize: 16, GPUMemoryUtilization: ptr(0.9),
 		TimeScale: ptr(1.0), MaxOutputTokens: 256, KVEventsEncoding: KVEventsEncodingMap,
 	}
 }

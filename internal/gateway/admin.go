@@ -24,6 +24,7 @@ type Admin struct {
 	st     *store.Store
 	secret []byte
 	now    func() time.Time
+	actor  string // author of audit log entries; "" = DefaultActor
 }
 
 // NewAdmin returns an Admin over st; secret is the server secret keys are hashed with (the same
@@ -45,6 +46,9 @@ func (a *Admin) CreateTenant(ctx context.Context, name string, rpm, tpm int, mod
 	}
 	if err := a.st.CreateTenant(ctx, t); err != nil {
 		return nil, err
+	}
+	if err := a.audit(ctx, "tenant.create", name, map[string]any{"id": t.ID, "rpm": rpm, "tpm": tpm, "models": t.Models}); err != nil {
+		return t, err
 	}
 	return t, nil
 }
@@ -89,6 +93,9 @@ func (a *Admin) CreateKey(ctx context.Context, tenant string, plaintext string) 
 	if err := a.st.CreateAPIKey(ctx, k); err != nil {
 		return "", nil, err
 	}
+	if err := a.audit(ctx, "key.create", k.ID, map[string]any{"tenant": tenant, "prefix": k.Prefix}); err != nil {
+		return key, k, err
+	}
 	return key, k, nil
 }
 
@@ -117,7 +124,10 @@ func (a *Admin) ListKeys(ctx context.Context, tenant string) ([]store.APIKey, er
 // running gateway within AuthCacheTTL). Revoking twice is not an error; an unknown ID wraps
 // store.ErrNotFound.
 func (a *Admin) RevokeKey(ctx context.Context, id string) error {
-	return a.st.RevokeAPIKey(ctx, id, a.now())
+	if err := a.st.RevokeAPIKey(ctx, id, a.now()); err != nil {
+		return err
+	}
+	return a.audit(ctx, "key.revoke", id, map[string]any{})
 }
 
 // ListTenants returns every tenant, by name.
@@ -160,6 +170,9 @@ func (a *Admin) EnsureDevTenant(ctx context.Context, name string, rpm, tpm int, 
 			return "", false, nil
 		}
 		return "", false, err
+	}
+	if err := a.audit(ctx, "tenant.create", name, map[string]any{"id": t.ID, "rpm": rpm, "tpm": tpm, "dev": true, "key": k.ID}); err != nil {
+		return key, true, err
 	}
 	return key, true, nil
 }

@@ -234,7 +234,7 @@ func TestUsageNonStream(t *testing.T) {
 				RequestID: "req-" + tc.name, TenantID: h.tenant.ID, KeyID: h.keyRec.ID, Model: "m1",
 				Endpoint: "sim-1", GPU: "H100-SXM", PromptTokens: int64(tc.usage.PromptTokens),
 				CachedTokens: int64(tc.usage.CachedTokens()), CompletionTokens: int64(tc.usage.CompletionTokens),
-				TTFT: 7 * time.Millisecond, Duration: 12 * time.Millisecond, Status: 200, Source: store.UsageEngine,
+				TTFT: 7 * time.Millisecond, Duration: 12 * time.Millisecond, Status: 200, Source: store.UsageEngine, BilledReason: store.BilledComplete,
 				CreatedAt: t0.Add(12 * time.Millisecond),
 			}}, recs)
 			require.Equal(t, float64(tc.usage.PromptTokens), testutil.ToFloat64(h.gw.m.tokens.WithLabelValues("prompt")))
@@ -312,7 +312,7 @@ func TestUsageStream(t *testing.T) {
 			require.Equal(t, []store.UsageRecord{{
 				RequestID: "req-s", TenantID: h.tenant.ID, KeyID: h.keyRec.ID, Model: "m1", Endpoint: "sim-1", GPU: "H100-SXM",
 				PromptTokens: 517, CachedTokens: 512, CompletionTokens: 3, TTFT: 7 * time.Millisecond, Duration: 12 * time.Millisecond,
-				Status: 200, Stream: true, Source: store.UsageEngine, CreatedAt: t0.Add(12 * time.Millisecond),
+				Status: 200, Stream: true, Source: store.UsageEngine, BilledReason: store.BilledComplete, CreatedAt: t0.Add(12 * time.Millisecond),
 			}}, h.usage())
 		})
 	}
@@ -332,6 +332,7 @@ func TestStreamWithoutUsageIsEstimated(t *testing.T) {
 		require.Equal(t, int64(10), recs[0].PromptTokens)
 		require.Equal(t, int64(2), recs[0].CompletionTokens, "one token per chunk seen")
 		require.Zero(t, recs[0].CachedTokens)
+		require.Equal(t, store.BilledUpstreamError, recs[0].BilledReason)
 	})
 	t.Run("client leaves", func(t *testing.T) {
 		h := newHarness(t, 0, 0)
@@ -349,6 +350,7 @@ func TestStreamWithoutUsageIsEstimated(t *testing.T) {
 		require.Equal(t, store.UsageEstimated, recs[0].Source)
 		require.Equal(t, int64(10), recs[0].PromptTokens)
 		require.Equal(t, int64(2), recs[0].CompletionTokens)
+		require.Equal(t, store.BilledClientDisconnect, recs[0].BilledReason)
 	})
 }
 
@@ -516,8 +518,9 @@ func TestMetrics(t *testing.T) {
 	require.Equal(t, 429, h.do("POST", openai.PathChatCompletions, simpleChat).Code)
 	require.Equal(t, 401, h.do("POST", openai.PathChatCompletions, simpleChat, "Authorization", "").Code)
 	require.NoError(t, testutil.GatherAndCompare(h.reg, strings.NewReader(`
-# HELP strata_gateway_rate_limited_total Requests refused with 429 by a rate limit, by limit (requests or tokens).
+# HELP strata_gateway_rate_limited_total Requests refused with 429 by a rate limit, by limit (requests, tokens or concurrency).
 # TYPE strata_gateway_rate_limited_total counter
+strata_gateway_rate_limited_total{limit="concurrency"} 0
 strata_gateway_rate_limited_total{limit="requests"} 1
 strata_gateway_rate_limited_total{limit="tokens"} 0
 # HELP strata_gateway_requests_total Requests answered by the gateway, by HTTP status code.

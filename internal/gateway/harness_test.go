@@ -292,6 +292,12 @@ func openTestStore(t testing.TB) *store.Store {
 
 func newHarness(t *testing.T, rpm, tpm int, models ...string) *harness {
 	t.Helper()
+	return newHarnessCfg(t, config.Default().Gateway, rpm, tpm, models...)
+}
+
+// newHarnessCfg is newHarness with a gateway configuration of the test's own.
+func newHarnessCfg(t *testing.T, cfg config.Gateway, rpm, tpm int, models ...string) *harness {
+	t.Helper()
 	h := &harness{t: t, clk: testclock.NewFakeClock(t0), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	h.st = openTestStore(t)
 	h.admin = NewAdmin(h.st, testSecret)
@@ -302,7 +308,7 @@ func newHarness(t *testing.T, rpm, tpm int, models ...string) *harness {
 	base, _ := url.Parse(srv.URL)
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
-	h.gw, err = New(config.Default().Gateway, h.st, testSecret, toServer{base, srv.Client().Transport, h.eng}, h.clk, h.reg, log)
+	h.gw, err = New(cfg, h.st, testSecret, toServer{base, srv.Client().Transport, h.eng}, h.clk, h.reg, log)
 	require.NoError(t, err)
 	h.tenant, err = h.admin.CreateTenant(context.Background(), "acme", rpm, tpm, models)
 	require.NoError(t, err)

@@ -176,7 +176,11 @@ func (m *metered) relayBuffered(ctx context.Context, w http.ResponseWriter, resp
 		if ctx.Err() != nil {
 			status = openai.AsError(ctx.Err()).Status
 		}
-		m.record(ctx, status, nil, 0, ttft)
+		reason := store.BilledUpstreamError
+		if ctx.Err() != nil {
+			reason = store.BilledClientDisconnect
+		}
+		m.record(ctx, status, nil, 0, ttft, reason)
 		m.g.answerTransportError(ctx, w, err)
 		return
 	}
@@ -184,7 +188,11 @@ func (m *metered) relayBuffered(ctx context.Context, w http.ResponseWriter, resp
 	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
 		u = openai.UsageOf(body)
 	}
-	m.record(ctx, resp.StatusCode, u, 0, ttft)
+	reason := store.BilledComplete
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		reason = store.BilledUpstreamError
+	}
+	m.record(ctx, resp.StatusCode, u, 0, ttft, reason)
 	m.writeHeaders(w, resp)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(resp.StatusCode)
@@ -201,12 +209,21 @@ func (m *metered) relayStream(ctx context.Context, w http.ResponseWriter, resp *
 	var ttft time.Duration
 	t, err := relayEvents(w, resp.Body, !m.wantsUsage,
 		func() { ttft = m.g.clk.Since(m.start) },
-		func(t *tally) { m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft) })
+		func(t *tally) { m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft, store.BilledComplete) })
 	if err != nil {
 		m.g.log.DebugContext(ctx, "gateway: stream cut short", "err", err)
 	}
-	m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft)
+	// Ended without [DONE]: the client went away (a failed write, or its context), or the engine
+	// cut the stream (EOF or a read error).
+	reason := store.BilledUpstreamError
+	if errors.Is(err, errClientGone) || ctx.Err() != nil {
+		reason = store.BilledClientDisconnect
+	}
+	m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft, reason)
 }
+
+// errClientGone marks a stream that ended because writing to the client failed.
+var errClientGone = errors.New("gateway: writing to the client failed")
 
 // tally is what a relayed stream showed about its usage.
 type tally struct {
@@ -249,7 +266,7 @@ func relayEvents(w io.Writer, body io.Reader, dropUsageOnly bool, first func(), 
 			}
 		}
 		if _, err := w.Write(ev.Raw); err != nil {
-			return t, err
+			return t, fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		if flusher != nil {
 			flusher.Flush()
@@ -285,7 +302,7 @@ func chunkUsage(data []byte) (*openai.Usage, bool) {
 // copied from it exactly; without one they are estimated: the prompt as bytes/4, the completion
 // as one token per streamed chunk (0 for a non-streaming answer). A failed write is logged at
 // error level with the whole record, so no usage is lost silently, and counted.
-func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunks int64, ttft time.Duration) {
+func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunks int64, ttft time.Duration, reason string) {
 	if m.recorded {
 		return
 	}
@@ -294,7 +311,7 @@ func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunk
 	rec := &store.UsageRecord{
 		RequestID: m.requestID, TenantID: m.p.tenant.ID, KeyID: m.p.key.ID, Model: m.req.Model,
 		Endpoint: m.endpoint, GPU: m.gpu, TTFT: ttft, Duration: now.Sub(m.start), Status: status,
-		Stream: m.stream, CreatedAt: now,
+		Stream: m.stream, CreatedAt: now, BilledReason: reason,
 	}
 	if u != nil {
 		rec.Source = store.UsageEngine
@@ -322,7 +339,7 @@ func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunk
 			"request_id", rec.RequestID, "tenant_id", rec.TenantID, "key_id", rec.KeyID, "model", rec.Model,
 			"endpoint", rec.Endpoint, "gpu", rec.GPU, "prompt_tokens", rec.PromptTokens, "cached_tokens", rec.CachedTokens,
 			"completion_tokens", rec.CompletionTokens, "ttft_ms", rec.TTFT.Milliseconds(), "duration_ms", rec.Duration.Milliseconds(),
-			"status", rec.Status, "stream", rec.Stream, "usage_source", rec.Source, "created_at", rec.CreatedAt)
+			"status", rec.Status, "stream", rec.Stream, "usage_source", rec.Source, "created_at", rec.CreatedAt, "billed_reason", rec.BilledReason)
 	case !inserted:
 		m.g.m.usageDuplicates.Inc()
 		m.g.log.WarnContext(ctx, "gateway: a usage record for this request id exists; kept the first",

@@ -168,7 +168,7 @@ func rate(ctx context.Context, st *store.Store, pb priceBook, tenantID, name str
 		}
 		for _, u := range tots {
 			cached := min(u.CachedTokens, u.PromptTokens)
-			l := BillLine{Tenant: name, Model: u.Model, From: cuts[i], Until: cuts[i+1], Requests: u.Requests,
+			l := BillLine{Tenant: name, Model: u.Model, From: cuts[i].In(since.Location()), Until: cuts[i+1].In(since.Location()), Requests: u.Requests,
 				FreshTokens: u.PromptTokens - cached, CachedTokens: cached, CompletionTokens: u.CompletionTokens}
 			if p, ok := pb.at(u.Model, cuts[i]); ok {
 				l.Price = p

@@ -30,6 +30,8 @@ func newRedisBackend(url, prefix string) (*redisBackend, error) {
 	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, time.Second, time.Second
 	opt.MaxRetries = 1
+	// Fail fast when Redis is down: the fail-open/closed policy answers, not a minute of retries.
+	opt.DialerRetries, opt.DialerRetryTimeout = 1, 10*time.Millisecond
 	rdb := redis.NewClient(opt)
 	return &redisBackend{rdb: rdb, rate: redis_rate.NewLimiter(rdb), prefix: prefix}, nil
 }
@@ -37,6 +39,9 @@ func newRedisBackend(url, prefix string) (*redisBackend, error) {
 func (r *redisBackend) Close() error { return r.rdb.Close() }
 
 func backendErr(err error) error { return fmt.Errorf("%w: %w", errBackend, err) }
+
+// redisRatePrefix is the prefix redis_rate puts before every key it is given (rate.go).
+const redisRatePrefix = "rate:"
 
 func rateLimit(perMinute int) redis_rate.Limit {
 	return redis_rate.Limit{Rate: perMinute, Burst: perMinute, Period: window}
@@ -123,7 +128,7 @@ func (r *redisBackend) settleRates(ctx context.Context, bucket string, tpm int, 
 	if actual < charged {
 		d = -interval(charged-actual, tpm)
 	}
-	if err := adjustTATScript.Run(ctx, r.rdb, []string{r.prefix + "tpm:" + bucket}, d.Seconds()).Err(); err != nil {
+	if err := adjustTATScript.Run(ctx, r.rdb, []string{redisRatePrefix + r.prefix + "tpm:" + bucket}, d.Seconds()).Err(); err != nil {
 		return backendErr(err)
 	}
 	return nil

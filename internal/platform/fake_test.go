@@ -178,9 +178,12 @@ type testEnv struct {
 	eng *fakeEngine
 	st  *store.Store
 	reg *prometheus.Registry
+	clk *clocktesting.FakeClock
 }
 
-func newTestEnv(t *testing.T) *testEnv {
+func newTestEnv(t *testing.T) *testEnv { return newTestEnvConfig(t, config.Platform{}) }
+
+func newTestEnvConfig(t *testing.T, cfg config.Platform) *testEnv {
 	t.Helper()
 	eng := newFakeEngine(t)
 	st, err := store.Open(t.Context(), config.Store{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "strata.db")})
@@ -188,12 +191,12 @@ func newTestEnv(t *testing.T) *testEnv {
 	t.Cleanup(func() { st.Close() })
 	u, _ := url.Parse(eng.srv.URL)
 	reg := prometheus.NewRegistry()
-	p, err := New(config.Platform{}, st, toServer{base: u, rt: eng.srv.Client().Transport},
-		clocktesting.NewFakeClock(testNow), reg, nil)
+	clk := clocktesting.NewFakeClock(testNow)
+	p, err := New(cfg, st, toServer{base: u, rt: eng.srv.Client().Transport}, clk, reg, nil)
 	require.NoError(t, err)
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
-	return &testEnv{p: p, srv: srv, eng: eng, st: st, reg: reg}
+	return &testEnv{p: p, srv: srv, eng: eng, st: st, reg: reg, clk: clk}
 }
 
 // client is the official openai-go client against the platform, with the given API key and

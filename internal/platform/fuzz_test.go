@@ -1,8 +1,10 @@
 package platform
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -42,6 +44,89 @@ func FuzzParseCreateRequest(f *testing.F) {
 		for _, it := range req.Input {
 			require.NotEmpty(t, it.ID)
 			require.True(t, json.Valid(listItem(it)))
+		}
+	})
+}
+
+// FuzzParseUpload: any multipart body is a 400/413 naming what is wrong, or an upload with a
+// filename, a known purpose and content within the limit.
+func FuzzParseUpload(f *testing.F) {
+	const boundary = "XyZ"
+	for _, seed := range []string{
+		"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.md\"\r\n\r\n# hi\r\n--XyZ--\r\n",
+		"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../../etc/x.txt\"\r\n\r\nx\r\n--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data\r\n--XyZ\r\nContent-Disposition: form-data; name=\"expires_after[seconds]\"\r\n\r\n3600\r\n--XyZ--\r\n",
+		"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n0123456789abcdefXYZ\r\n--XyZ--\r\n",
+		"--XyZ\r\n\r\n--XyZ--", "", "garbage",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		up, err := parseUpload("multipart/form-data; boundary="+boundary, bytes.NewReader(body), 16)
+		if err != nil {
+			e := openai.AsError(err)
+			require.Contains(t, []int{400, 413}, e.Status, "%v", err)
+			require.NotEmpty(t, e.Message)
+			return
+		}
+		require.NotEmpty(t, up.filename)
+		require.NotContains(t, up.filename, "/")
+		require.Contains(t, filePurposes, up.purpose)
+		require.LessOrEqual(t, len(up.content), 16)
+		require.NotEmpty(t, up.content)
+	})
+}
+
+// FuzzParseItems: conversation items are either a 400 or items with ids whose rendering
+// parses back to the same item.
+func FuzzParseItems(f *testing.F) {
+	for _, seed := range []string{
+		`[{"role":"user","content":"hi"},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"}]`,
+		`[{"type":"function_call_output","call_id":"c","output":[{"type":"input_text","text":"x"}]}]`,
+		`[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"a","annotations":[]}]}]`,
+		`[]`, `{}`, `[1]`, `null`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		items, err := parseItems("items", raw, false)
+		if err != nil {
+			e := openai.AsError(err)
+			require.Equal(t, 400, e.Status, "%v", err)
+			require.NotEmpty(t, e.Code)
+			return
+		}
+		for _, it := range items {
+			require.NotEmpty(t, it.ID)
+			back, err := parseItem("x", it.Item)
+			require.NoError(t, err, "a rendered item parses: %s", it.Item)
+			require.Equal(t, it.ID, back.ID)
+			require.JSONEq(t, string(it.Item), string(listItem(back)))
+		}
+	})
+}
+
+// FuzzExtractText: any uploaded content of any supported kind is text or an *errInvalidFile,
+// never a panic (the PDF reader's panics are recovered), and valid UTF-8 text chunks.
+func FuzzExtractText(f *testing.F) {
+	f.Add("a.pdf", minimalPDF("Hello"))
+	f.Add("a.pdf", []byte("%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF"))
+	f.Add("a.html", []byte("<p>x<script>y</script></p>"))
+	f.Add("a.json", []byte(`{"a":[1,2]}`))
+	f.Add("a.md", []byte("# x\n\xff"))
+	f.Fuzz(func(t *testing.T, name string, b []byte) {
+		text, err := extractText(name, b)
+		if err != nil {
+			var bad *errInvalidFile
+			require.ErrorAs(t, err, &bad)
+			return
+		}
+		if len(text) > 4096 {
+			text = text[:4096]
+		}
+		chunks, err := chunkText(text, chunking{MaxChunkSizeTokens: 100, ChunkOverlapTokens: 50})
+		require.NoError(t, err)
+		for _, c := range chunks {
+			require.True(t, utf8.ValidString(c))
 		}
 	})
 }

@@ -38,18 +38,42 @@ type serverTool interface {
 	run(ctx context.Context, call chatToolCall, started outputItem) (outputItem, string)
 }
 
-// serverTools returns the server-side tools of a request, by function name. None of the
-// request's tool types runs server-side yet (file_search and mcp are answered with 400 by
-// parseTools); builtins is the seam they plug into, set by tests today.
-func (p *Platform) serverTools(*createRequest) map[string]serverTool {
-	if len(p.builtins) == 0 {
-		return nil
-	}
-	out := make(map[string]serverTool, len(p.builtins))
+// progressReporter is an optional interface of a server tool: the stream event types sent
+// after its item is added (started) and before it is done (finished), each as
+// {type, sequence_number, item_id, output_index} (response.file_search_call.*).
+type progressReporter interface {
+	progress() (started []string, finished string)
+}
+
+// progressEvent is a response.file_search_call.in_progress / .searching / .completed event.
+type progressEvent struct {
+	Type           string `json:"type"`
+	SequenceNumber int64  `json:"sequence_number"`
+	ItemID         string `json:"item_id"`
+	OutputIndex    int    `json:"output_index"`
+}
+
+// serverTools returns the server-side tools of a turn, by function name: the request's
+// file_search tool (its vector stores checked to belong to the owner), and builtins (the seam
+// tests use). Errors: 404 for a vector store that does not exist for the owner.
+func (p *Platform) serverTools(ctx context.Context, owner string, req *createRequest) (map[string]serverTool, error) {
+	out := make(map[string]serverTool, len(p.builtins)+1)
 	for _, t := range p.builtins {
 		out[t.definition().Name] = t
 	}
-	return out
+	if fs := req.FileSearch; fs != nil {
+		for _, id := range fs.VectorStoreIDs {
+			if _, err := p.st.GetVectorStore(ctx, owner, id); err != nil {
+				if e, ok := vsNotFound(id, err).(*openai.Error); ok {
+					e.Param = "tools"
+					return nil, e
+				}
+				return nil, err
+			}
+		}
+		out[fileSearchName] = &fileSearch{p: p, owner: owner, tool: fs, include: req.IncludeSearchResults}
+	}
+	return out, nil
 }
 
 // step is the answer of one inference call, as the loop needs it.
@@ -145,6 +169,15 @@ func (p *Platform) runLoop(r *http.Request, t *turn, res *response, e *emitter) 
 			idx := len(res.Output)
 			res.Output = append(res.Output, item)
 			e.itemAdded(idx, item)
+			pr, reports := tool.(progressReporter)
+			var finished string
+			if reports && e != nil {
+				var started []string
+				started, finished = pr.progress()
+				for _, ev := range started {
+					e.send(ev, progressEvent{Type: ev, SequenceNumber: e.next(), ItemID: item.itemID(), OutputIndex: idx})
+				}
+			}
 			ctx, cancel := context.WithTimeout(r.Context(), p.cfg.ToolCallTimeout())
 			done, result := tool.run(ctx, c, item)
 			cancel()
@@ -152,6 +185,9 @@ func (p *Platform) runLoop(r *http.Request, t *turn, res *response, e *emitter) 
 				return err
 			}
 			res.Output[idx] = done
+			if finished != "" {
+				e.send(finished, progressEvent{Type: finished, SequenceNumber: e.next(), ItemID: done.itemID(), OutputIndex: idx})
+			}
 			e.itemDone(idx, done)
 			t.convo = append(t.convo, openai.Message{Role: "tool", ToolCallID: c.ID, Content: openai.TextContent(result)})
 		}

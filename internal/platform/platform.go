@@ -106,6 +106,9 @@ func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock
 	p.route("GET "+openai.PathResponses+"/{id}", openai.PathResponses+"/{id}", p.getResponse)
 	p.route("DELETE "+openai.PathResponses+"/{id}", openai.PathResponses+"/{id}", p.deleteResponse)
 	p.route("GET "+openai.PathResponses+"/{id}/input_items", openai.PathResponses+"/{id}/input_items", p.listInputItems)
+	p.routeConversations()
+	p.routeFiles()
+	p.routeVectorStores()
 	p.route("/", "other", func(w http.ResponseWriter, r *http.Request) {
 		// OpenAI's answer for a route it does not have (or a method a route does not take).
 		openai.WriteError(w, &openai.Error{Status: http.StatusNotFound, Type: openai.TypeInvalidRequest,

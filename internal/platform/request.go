@@ -44,19 +44,22 @@ type createRequest struct {
 	PreviousResponseID string
 	// Conversation is the id of the conversation this response reads and appends to, "" for none.
 	Conversation string
-	Stream             bool
-	ParallelToolCalls  bool
+	// IncludeSearchResults is include: ["file_search_call.results"].
+	IncludeSearchResults bool
+	Stream               bool
+	ParallelToolCalls    bool
 	// Tools are the request's tools, checked; ToolChoice is tool_choice as the client sent it
 	// ("none", "auto", "required" or {"type":"function","name":...}), "auto" by default.
 	Tools        []functionTool
+	FileSearch   *fileSearchTool // the file_search tool, run server-side; nil when none
 	ToolChoice   json.RawMessage
 	MaxToolCalls *int64
 	// MaxInferIters bounds the inference calls of the server-side tool loop (Strata and
 	// LlamaStack extension max_infer_iters); nil means the platform's configured default.
-	MaxInferIters *int64
-	User               *string
-	SafetyIdentifier   *string
-	PromptCacheKey     *string
+	MaxInferIters    *int64
+	User             *string
+	SafetyIdentifier *string
+	PromptCacheKey   *string
 }
 
 // Input item types (ResponseInputItemUnion's "type").
@@ -198,7 +201,7 @@ func (req *createRequest) set(name string, raw json.RawMessage) error {
 			}
 		}
 	case "tools":
-		req.Tools, err = parseTools(raw)
+		req.Tools, req.FileSearch, err = parseTools(raw)
 	case "tool_choice":
 		if !isNull(raw) {
 			req.ToolChoice, err = parseToolChoice(raw)
@@ -212,13 +215,17 @@ func (req *createRequest) set(name string, raw json.RawMessage) error {
 	case "text":
 		err = checkTextConfig(raw)
 	case "include":
-		var inc []json.RawMessage
+		var inc []string
 		if !isNull(raw) {
 			if json.Unmarshal(raw, &inc) != nil {
-				return invalidType(name, "an array", raw)
+				return invalidType(name, "an array of strings", raw)
 			}
-			if len(inc) > 0 {
-				return unsupported(name, "'include' is not supported yet; send the request without it.")
+			for i, v := range inc {
+				if v != "file_search_call.results" {
+					return openai.InvalidRequest(fmt.Sprintf("include[%d]", i), codeUnsupportedValue,
+						"'%s' is not supported in 'include' yet; only 'file_search_call.results' is.", v)
+				}
+				req.IncludeSearchResults = true
 			}
 		}
 	case "top_logprobs":

@@ -92,7 +92,10 @@ func (p *Platform) newTurn(ctx context.Context, owner string, req *createRequest
 			return nil, err
 		}
 	}
-	t.server = p.serverTools(req)
+	var err error
+	if t.server, err = p.serverTools(ctx, owner, req); err != nil {
+		return nil, err
+	}
 	t.convo = slices.Concat(t.history, chatMessages(req.Input))
 	if err := checkToolPairs(t.convo); err != nil {
 		return nil, err
@@ -166,6 +169,10 @@ func (t *turn) response(status string) *response {
 	}
 	for _, tool := range req.Tools {
 		b, _ := json.Marshal(tool)
+		res.Tools = append(res.Tools, b)
+	}
+	if req.FileSearch != nil {
+		b, _ := json.Marshal(req.FileSearch)
 		res.Tools = append(res.Tools, b)
 	}
 	if res.Metadata == nil {

@@ -21,7 +21,7 @@ import (
 // Its policy: with tools, a tool_choice other than "none", and a conversation that does not
 // end in a tool result (or ends in one starting with "again"), it calls the tool tool_choice
 // names, else the first tool, and with parallel_tool_calls the first two tools, each with
-// arguments {"city": "<last user text>"}. Otherwise it answers "Result: <tool results>" (the
+// arguments {"city": "<last user text>"} ({"query": ...} for file_search). Otherwise it answers "Result: <tool results>" (the
 // trailing tool messages joined with "+"), or "You said: <last user text>". Every call costs
 // 5 completion tokens; max_tokens below 5 cuts the answer with finish_reason "length".
 type toolEngine struct {
@@ -58,7 +58,6 @@ func (f *toolEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				lastUser = m.ContentText()
 			}
 		}
-		args, _ := json.Marshal(map[string]string{"city": lastUser})
 		names := []string{req.Tools[0].Function.Name}
 		var named struct {
 			Function struct {
@@ -74,6 +73,11 @@ func (f *toolEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer f.mu.Unlock()
 		for _, n := range names {
 			f.seq++
+			key := "city"
+			if n == "file_search" {
+				key = "query" // the argument its schema names
+			}
+			args, _ := json.Marshal(map[string]string{key: lastUser})
 			calls = append(calls, chatToolCall{ID: fmt.Sprintf("chatcmpl-tool-%d", f.seq), Type: "function",
 				Function: chatFunction{Name: n, Arguments: string(args)}})
 		}

@@ -21,7 +21,7 @@ import (
 
 // builtinToolTypes are tool types of the OpenAI API that Strata does not run yet: a request
 // naming one gets unsupported_value rather than invalid_value.
-var builtinToolTypes = []string{"file_search", "mcp", "web_search", "web_search_preview",
+var builtinToolTypes = []string{"mcp", "web_search", "web_search_preview",
 	"web_search_2025_08_26", "web_search_preview_2025_03_11", "computer_use_preview", "code_interpreter",
 	"image_generation", "local_shell", "shell", "custom", "apply_patch"}
 
@@ -73,40 +73,57 @@ func appendToolCall(raw json.RawMessage, call chatToolCall) json.RawMessage {
 	return b
 }
 
-// parseTools decodes and checks tools: function tools only. Errors: 400 invalid_type for a
+// parseTools decodes and checks tools: function tools and at most one file_search tool. Errors: 400 invalid_type for a
 // malformed tool or schema (parameters must be a JSON object), invalid_value for a bad or
 // duplicated name or an unknown type, unsupported_value for a built-in tool type Strata does
 // not run yet, unknown_parameter for a field OpenAI does not define.
-func parseTools(raw json.RawMessage) ([]functionTool, error) {
+func parseTools(raw json.RawMessage) ([]functionTool, *fileSearchTool, error) {
+	funcs, fs, err := parseToolList(raw)
+	if err == nil && fs != nil && slices.ContainsFunc(funcs, func(f functionTool) bool { return f.Name == fileSearchName }) {
+		err = openai.InvalidRequest("tools", codeInvalidValue, "Invalid 'tools': a function named '%s' conflicts with the file_search tool.", fileSearchName)
+	}
+	return funcs, fs, err
+}
+
+func parseToolList(raw json.RawMessage) (funcs []functionTool, fs *fileSearchTool, err error) {
 	if isNull(raw) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var elems []json.RawMessage
 	if json.Unmarshal(raw, &elems) != nil {
-		return nil, invalidType("tools", "an array", raw)
+		return nil, nil, invalidType("tools", "an array", raw)
 	}
 	if len(elems) > maxTools {
-		return nil, openai.InvalidRequest("tools", codeInvalidValue, "Invalid 'tools': array too long. Expected an array with maximum length %d, but got an array with length %d instead.", maxTools, len(elems))
+		return nil, nil, openai.InvalidRequest("tools", codeInvalidValue, "Invalid 'tools': array too long. Expected an array with maximum length %d, but got an array with length %d instead.", maxTools, len(elems))
 	}
-	out := make([]functionTool, 0, len(elems))
+	funcs = make([]functionTool, 0, len(elems))
 	for i, e := range elems {
 		param := fmt.Sprintf("tools[%d]", i)
 		var fields map[string]json.RawMessage
 		if e = bytes.TrimSpace(e); len(e) == 0 || e[0] != '{' || json.Unmarshal(e, &fields) != nil {
-			return nil, invalidType(param, "an object", e)
+			return nil, nil, invalidType(param, "an object", e)
 		}
 		typ, err := str(param+".type", fields["type"])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if typ == nil {
-			return nil, openai.MissingParam(param + ".type")
+			return nil, nil, openai.MissingParam(param + ".type")
+		}
+		if *typ == "file_search" {
+			if fs != nil {
+				return nil, nil, openai.InvalidRequest(param+".type", codeInvalidValue, "Invalid 'tools': at most one file_search tool.")
+			}
+			if fs, err = parseFileSearchTool(param, fields); err != nil {
+				return nil, nil, err
+			}
+			continue
 		}
 		if *typ != "function" {
 			if slices.Contains(builtinToolTypes, *typ) {
-				return nil, openai.InvalidRequest(param+".type", codeUnsupportedValue, "Tools of type '%s' are not supported yet; only 'function' tools are.", *typ)
+				return nil, nil, openai.InvalidRequest(param+".type", codeUnsupportedValue, "Tools of type '%s' are not supported yet; only 'function' tools are.", *typ)
 			}
-			return nil, invalidValue(param+".type", *typ, "'function', 'file_search', 'mcp', 'web_search', 'computer_use_preview', 'code_interpreter', 'image_generation', 'local_shell', 'shell', 'custom' and 'apply_patch'")
+			return nil, nil, invalidValue(param+".type", *typ, "'function', 'file_search', 'mcp', 'web_search', 'computer_use_preview', 'code_interpreter', 'image_generation', 'local_shell', 'shell', 'custom' and 'apply_patch'")
 		}
 		ft := functionTool{Type: "function"}
 		for k, v := range fields {
@@ -124,7 +141,7 @@ func parseTools(raw json.RawMessage) ([]functionTool, error) {
 					v = bytes.TrimSpace(v)
 					var schema map[string]json.RawMessage
 					if v[0] != '{' || json.Unmarshal(v, &schema) != nil {
-						return nil, invalidType(param+".parameters", "an object", v)
+						return nil, nil, invalidType(param+".parameters", "an object", v)
 					}
 					ft.Parameters = v
 				}
@@ -134,24 +151,24 @@ func parseTools(raw json.RawMessage) ([]functionTool, error) {
 					ft.Strict = *b
 				}
 			default:
-				return nil, openai.InvalidRequest(param+"."+k, codeUnknownParameter, "Unknown parameter: '%s.%s'.", param, k)
+				return nil, nil, openai.InvalidRequest(param+"."+k, codeUnknownParameter, "Unknown parameter: '%s.%s'.", param, k)
 			}
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		if ft.Name == "" {
-			return nil, openai.MissingParam(param + ".name")
+			return nil, nil, openai.MissingParam(param + ".name")
 		}
 		if !validFunctionName(ft.Name) {
-			return nil, openai.InvalidRequest(param+".name", codeInvalidValue, "Invalid 'tools[%d].name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'.", i)
+			return nil, nil, openai.InvalidRequest(param+".name", codeInvalidValue, "Invalid 'tools[%d].name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'.", i)
 		}
-		if slices.ContainsFunc(out, func(o functionTool) bool { return o.Name == ft.Name }) {
-			return nil, openai.InvalidRequest(param+".name", codeInvalidValue, "Invalid 'tools': duplicate function name '%s'.", ft.Name)
+		if slices.ContainsFunc(funcs, func(o functionTool) bool { return o.Name == ft.Name }) {
+			return nil, nil, openai.InvalidRequest(param+".name", codeInvalidValue, "Invalid 'tools': duplicate function name '%s'.", ft.Name)
 		}
-		out = append(out, ft)
+		funcs = append(funcs, ft)
 	}
-	return out, nil
+	return funcs, fs, nil
 }
 
 // validFunctionName reports whether name matches OpenAI's ^[a-zA-Z0-9_-]{1,64}$.

@@ -30,7 +30,7 @@ import (
 )
 
 // Policies are the routing policies Run knows, by name.
-var Policies = []string{"round-robin", "random", "load", "llm-d-approx", "default"}
+var Policies = []string{"round-robin", "random", "load", "llm-d-approx", "predicted-latency", "default"}
 
 // PolicyConfig returns the EndpointPickerConfig of a named policy:
 //   - round-robin, random: the picker alone (scores ignored);
@@ -38,6 +38,8 @@ var Policies = []string{"round-robin", "random", "load", "llm-d-approx", "defaul
 //   - llm-d-approx: queue-scorer 2 + kv-cache-utilization-scorer 2 + prefix-cache-scorer 3
 //     (llm-d's former default, its approximate prefix parameters blockSize 64 and
 //     lruCapacityPerServer 31250);
+//   - predicted-latency: predicted-latency-scorer 2 (prefill work queued + uncached prompt,
+//     in tokens) + prefix-cache-scorer 3 + kv-cache-utilization-scorer 1, max-score-picker;
 //   - default: Strata's default profile (plugins.DefaultProfile of config.Default().Router).
 func PolicyConfig(name string) (config.EndpointPickerConfig, error) {
 	one := func(typ string) config.EndpointPickerConfig {
@@ -63,6 +65,13 @@ func PolicyConfig(name string) (config.EndpointPickerConfig, error) {
 			SchedulingProfiles: []config.SchedulingProfile{{Name: name, Plugins: []config.ProfilePlugin{
 				{PluginRef: "queue-scorer", Weight: w(2)}, {PluginRef: "kv-cache-utilization-scorer", Weight: w(2)},
 				{PluginRef: "prefix-cache-scorer", Weight: w(3)}}}},
+		}, nil
+	case "predicted-latency":
+		return config.EndpointPickerConfig{
+			Plugins: []config.PluginSpec{{Type: "prefix-cache-scorer"}, {Type: "predicted-latency-scorer"}, {Type: "kv-cache-utilization-scorer"}},
+			SchedulingProfiles: []config.SchedulingProfile{{Name: name, Plugins: []config.ProfilePlugin{
+				{PluginRef: "predicted-latency-scorer", Weight: w(2)}, {PluginRef: "prefix-cache-scorer", Weight: w(3)},
+				{PluginRef: "kv-cache-utilization-scorer", Weight: w(1)}}}},
 		}, nil
 	case "default":
 		return plugins.DefaultProfile(config.Default().Router), nil

@@ -130,3 +130,49 @@ func TestBlockText(t *testing.T) {
 	require.NotEqual(t, blockText(1, 64), blockText(2, 64))
 	require.Equal(t, blockText(5, 100), blockText(5, 100))
 }
+
+// The engine model's block accounting: a small cache forces evictions; once every request has
+// finished no block is referenced and the prefix cache never holds more than the cache's blocks.
+func TestEngineAccounting(t *testing.T) {
+	f, err := os.Open("../../../shared/data/traces/mooncake_conversation_trace.jsonl")
+	if err != nil {
+		t.Skipf("shared trace not available: %v", err)
+	}
+	defer f.Close()
+	rows, err := ReadTrace(f, FormatMooncake, 200)
+	require.NoError(t, err)
+	timing := newTestTiming(t)
+	e := newEngine(timing, 16, 9000, 8, 8192)
+	now := time.Unix(0, 0)
+	for i := range rows {
+		if e.fits(&rows[i]) {
+			e.waiting = append(e.waiting, &job{row: &rows[i], keys: blockKeys(&rows[i], i, 16), arrival: now})
+		}
+	}
+	finished, hits := 0, 0
+	for e.schedule(now) {
+		require.LessOrEqual(t, e.inUse+e.idle.Len(), e.numBlocks)
+		require.LessOrEqual(t, len(e.running), 8)
+		now = e.stepEnd
+		for _, j := range e.complete(func(*job, time.Time) {}) {
+			finished++
+			hits += j.hitTokens
+		}
+	}
+	require.Equal(t, 0, e.inUse, "every block released")
+	require.Empty(t, e.waiting)
+	require.Greater(t, finished, 150)
+	require.Greater(t, hits, 0)
+	require.Equal(t, len(e.cached), e.idle.Len(), "every cached block is idle at the end")
+}
+
+func TestWriteSVG(t *testing.T) {
+	var b strings.Builder
+	require.NoError(t, WriteSVG(&b, "a <title>", []*Result{{Policy: "x&y", HitRatio: 0.1, IdealHitRatio: 0.3, TTFT: Percentiles{P50: 1, P90: 2, P99: 4}}, {Policy: "z"}}))
+	out := b.String()
+	require.True(t, strings.HasPrefix(out, `<svg xmlns="http://www.w3.org/2000/svg"`))
+	require.Contains(t, out, "a &lt;title&gt;")
+	require.Contains(t, out, "x&amp;y")
+	require.Contains(t, out, `width="420.0"`, "the longest p99 spans the scale")
+	require.True(t, strings.HasSuffix(out, "</svg>\n"))
+}

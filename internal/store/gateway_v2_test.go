@@ -2,7 +2,9 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,12 +21,12 @@ func TestGatewayMigrations(t *testing.T) {
 		ctx := context.Background()
 		v, err := st.GatewayMigrations(ctx)
 		require.NoError(t, err)
-		require.Equal(t, []int{2}, v)
-		require.Equal(t, 2, store.GatewaySchemaVersion)
+		require.Equal(t, []int{2, 3}, v)
+		require.Equal(t, 3, store.GatewaySchemaVersion)
 		require.NoError(t, st.MigrateGateway(ctx), "applying again is a no-op")
 		v, err = st.GatewayMigrations(ctx)
 		require.NoError(t, err)
-		require.Equal(t, []int{2}, v)
+		require.Equal(t, []int{2, 3}, v)
 	})
 }
 
@@ -43,7 +45,7 @@ func TestGatewayMigrationsSurviveReopen(t *testing.T) {
 	require.Equal(t, "gold", got.Tier)
 	v, err := st.GatewayMigrations(ctx)
 	require.NoError(t, err)
-	require.Equal(t, []int{2}, v)
+	require.Equal(t, []int{2, 3}, v)
 }
 
 func TestPolicyOverrides(t *testing.T) {
@@ -122,5 +124,29 @@ func TestPricesAndTotals(t *testing.T) {
 		tot, err = st.UsageTotals(ctx, "ten_z", gwT0, gwT0.Add(time.Hour))
 		require.NoError(t, err)
 		require.Empty(t, tot)
+	})
+}
+
+func TestAuditAppendVerify(t *testing.T) {
+	gwEachStore(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		n, err := st.VerifyAudit(ctx)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		var wg sync.WaitGroup
+		for i := range 20 { // concurrent appends never fork the chain
+			wg.Go(func() {
+				require.NoError(t, st.AppendAudit(ctx, &store.AuditEntry{At: gwT0, Actor: "cli", Action: "key.create", Target: fmt.Sprint(i), Detail: "{}"}))
+			})
+		}
+		wg.Wait()
+		n, err = st.VerifyAudit(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 20, n)
+		es, err := st.ListAudit(ctx)
+		require.NoError(t, err)
+		require.Len(t, es, 20)
+		require.Equal(t, make([]byte, 32), es[0].PrevHash)
+		require.Equal(t, es[0].Hash, es[1].PrevHash)
 	})
 }

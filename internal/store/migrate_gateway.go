@@ -31,6 +31,19 @@ var gatewayMigrations = [][]string{
 			PRIMARY KEY (model, effective_at)
 		)`,
 	},
+	// 3: the hash-chained audit log (audit.go).
+	{
+		`CREATE TABLE audit_log (
+			seq       BIGINT PRIMARY KEY,
+			at        BIGINT NOT NULL,
+			actor     TEXT NOT NULL,
+			action    TEXT NOT NULL,
+			target    TEXT NOT NULL,
+			detail    TEXT NOT NULL,
+			prev_hash BLOB NOT NULL,
+			hash      BLOB NOT NULL
+		)`,
+	},
 }
 
 // GatewaySchemaVersion is the version of the tenant plane's tables this code expects.

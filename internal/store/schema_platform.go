@@ -47,3 +47,54 @@ var _ = addSchema(
 	)`,
 	`CREATE UNIQUE INDEX IF NOT EXISTS conversation_items_id ON conversation_items (conversation_id, id)`,
 )
+
+// Files (OpenAI Files API): metadata and content in one row, content as a BLOB (BYTEA on
+// PostgreSQL). Listing reads metadata only; the content is read by id. expires_at is 0 when
+// the file does not expire.
+var _ = addSchema(
+	`CREATE TABLE IF NOT EXISTS files (
+		id         TEXT PRIMARY KEY,
+		owner      TEXT NOT NULL,
+		filename   TEXT NOT NULL,
+		purpose    TEXT NOT NULL,
+		bytes      BIGINT NOT NULL,
+		created_at BIGINT NOT NULL,
+		expires_at BIGINT NOT NULL DEFAULT 0,
+		content    BLOB NOT NULL
+	)`,
+	`CREATE INDEX IF NOT EXISTS files_owner_time ON files (owner, created_at)`,
+)
+
+// Vector stores: a store row, its files (status of ingestion, attributes), and their chunks.
+// Keyword search runs on an FTS5 table in SQLite and on to_tsvector('simple', text) in
+// PostgreSQL; both are created by vectorSearchSchema (vectorstores.go), since their DDL
+// differs by dialect.
+var _ = addSchema(
+	`CREATE TABLE IF NOT EXISTS vector_stores (
+		id         TEXT PRIMARY KEY,
+		owner      TEXT NOT NULL,
+		name       TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		metadata   TEXT NOT NULL
+	)`,
+	`CREATE INDEX IF NOT EXISTS vector_stores_owner ON vector_stores (owner, created_at)`,
+	`CREATE TABLE IF NOT EXISTS vector_store_files (
+		vector_store_id TEXT NOT NULL,
+		file_id         TEXT NOT NULL,
+		filename        TEXT NOT NULL,
+		created_at      BIGINT NOT NULL,
+		status          TEXT NOT NULL,
+		error_code      TEXT NOT NULL DEFAULT '',
+		error_message   TEXT NOT NULL DEFAULT '',
+		usage_bytes     BIGINT NOT NULL DEFAULT 0,
+		attributes      TEXT NOT NULL DEFAULT '{}',
+		PRIMARY KEY (vector_store_id, file_id)
+	)`,
+	`CREATE TABLE IF NOT EXISTS vector_store_chunks (
+		vector_store_id TEXT NOT NULL,
+		file_id         TEXT NOT NULL,
+		seq             BIGINT NOT NULL,
+		text            TEXT NOT NULL,
+		PRIMARY KEY (vector_store_id, file_id, seq)
+	)`,
+)

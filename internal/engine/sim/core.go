@@ -43,6 +43,9 @@ const (
 	finishStop   = "stop"
 	finishLength = "length"
 	finishAbort  = "abort"
+	// finishToolCalls is the API's finish_reason of an answer parsed as tool calls (the engine
+	// itself finished with "stop").
+	finishToolCalls = "tool_calls"
 )
 
 // sequence is one request in the engine: its prompt, its planned output, the scheduler state

@@ -14,8 +14,12 @@
 //     free blocks (kvcache.go) and preemption by recompute (vllm/v1/core/);
 //   - a roofline latency model per GPU and model profile (profile.go), advanced on an injected
 //     clock scaled by time_scale, so the same code runs in real and in virtual time;
-//   - vLLM's Prometheus metrics, on a registry per replica (vllm/v1/metrics/loggers.py).
+//   - vLLM's Prometheus metrics, on a registry per replica (vllm/v1/metrics/loggers.py);
+//   - vLLM's KV-cache events over ZMQ in both encodings, with the replay socket (kvevents.go,
+//     vllm/distributed/kv_events.py);
+//   - /v1/embeddings with lexical signal (embeddings.go), /detokenize, and tool calls by a
+//     documented deterministic rule (toolcall.go).
 //
 // The core is a deterministic state machine with no goroutines; one goroutine per Server (the
-// step loop) drives it, and Close stops it.
+// step loop) drives it, plus the KV-event replay server when configured; Close stops them.
 package sim

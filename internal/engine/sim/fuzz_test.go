@@ -12,7 +12,8 @@ import (
 	"k8s.io/utils/clock"
 )
 
-// FuzzRequestParsing sends arbitrary bodies to the generation and tokenize endpoints: the answer
+// FuzzRequestParsing sends arbitrary bodies to the generation, tokenize, detokenize and
+// embeddings endpoints: the answer
 // is always a success or vLLM's error JSON with the status as its code, never a panic or a 500.
 func FuzzRequestParsing(f *testing.F) {
 	for _, seed := range []string{
@@ -28,9 +29,13 @@ func FuzzRequestParsing(f *testing.F) {
 		`{"prompt":"<|eot_id|><|begin_of_text|>","add_special_tokens":false,"return_token_strs":true}`,
 		`{"model":"other","prompt":"x"}`,
 		`{"prompt":"x","max_tokens":1e3}`,
+		`{"input":["a b","c"],"dimensions":8,"encoding_format":"base64"}`,
+		`{"input":[[1,2],[3]]}`,
+		`{"tokens":[128000,9906,1917]}`,
+		`{"messages":[{"role":"user","content":"call f"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"array","items":{"type":"integer","minimum":2}}}}}}],"tool_choice":"required","stream":true}`,
 		`[]`, `null`, `{`, ``,
 	} {
-		for path := range uint8(3) {
+		for path := range uint8(5) {
 			f.Add(path, []byte(seed))
 		}
 	}
@@ -41,7 +46,7 @@ func FuzzRequestParsing(f *testing.F) {
 	s, err := New(cfg, "fuzz", clock.RealClock{}, nil)
 	require.NoError(f, err)
 	f.Cleanup(s.Close)
-	paths := []string{"/v1/chat/completions", "/v1/completions", "/tokenize"}
+	paths := []string{"/v1/chat/completions", "/v1/completions", "/tokenize", "/v1/embeddings", "/detokenize"}
 
 	f.Fuzz(func(t *testing.T, path uint8, body []byte) {
 		rec := httptest.NewRecorder()

@@ -76,8 +76,24 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		openai.WriteError(w, err)
 		return
 	}
+	call, err := chooseToolCall(req, msgs)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
 	id := "chatcmpl-" + requestID(r)
-	j := s.newJob(id, [][]int{prompt}, []int{limit}, req)
+	var j *job
+	if call != nil {
+		if toks := s.tok.toolCallTokens(call, limit); toks != nil {
+			j = &job{notify: make(chan struct{}, 1)}
+			j.seqs = []*sequence{newSequence(id+"-0", prompt, toks, finishStop, j.notify)}
+		} else {
+			call = nil // does not fit in the output limit: a text answer
+		}
+	}
+	if j == nil {
+		j = s.newJob(id, [][]int{prompt}, []int{limit}, req)
+	}
 	if err := s.submit(j.seqs); err != nil {
 		openai.WriteError(w, err)
 		return
@@ -88,7 +104,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	created := s.clk.Now().Unix()
 	if req.Stream {
-		s.streamChat(w, r, req, j, id, created, role)
+		s.streamChat(w, r, req, j, id, created, role, call)
 		return
 	}
 	views, err := s.await(r.Context(), j)
@@ -97,13 +113,17 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q, v := j.seqs[0], views[0]
+	text := s.tok.detokenize(q.output()[:v.generated])
+	choice := chatChoice{Message: chatMessage{Role: role, Content: &text, ToolCalls: []any{}}, FinishReason: v.reason}
+	if call != nil && v.reason == finishStop {
+		choice.Message.Content = nil
+		choice.Message.ToolCalls = []any{call.wire(nil)}
+		choice.FinishReason = finishToolCalls
+	}
 	writeJSON(w, chatCompletion{
 		ID: id, Object: "chat.completion", Created: created, Model: s.cfg.ServedModelName,
-		Choices: []chatChoice{{
-			Message:      chatMessage{Role: role, Content: s.tok.detokenize(q.output()[:v.generated]), ToolCalls: []any{}},
-			FinishReason: v.reason,
-		}},
-		Usage: newUsage(q.promptLen, v.generated, v.cached),
+		Choices: []chatChoice{choice},
+		Usage:   newUsage(q.promptLen, v.generated, v.cached),
 	})
 }
 
@@ -111,7 +131,10 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 // a first chunk with the role (sent with the first token, after prefill), one chunk per token
 // (the last one carrying finish_reason), the usage chunk when stream_options.include_usage, and
 // "data: [DONE]".
-func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *genRequest, j *job, id string, created int64, role string) {
+//
+// A tool call (call != nil) sends no content deltas: one delta with the whole call after the
+// last token, then the finishing chunk with finish_reason "tool_calls".
+func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *genRequest, j *job, id string, created int64, role string, call *toolCall) {
 	sse := startStream(w)
 	includeUsage, continuous := req.usage()
 	q := j.seqs[0]
@@ -137,6 +160,22 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *genRequ
 			if sse.JSON(chunk(chatStreamChoice{Delta: chatDelta{Role: role, Content: &empty}}, 0)) != nil {
 				s.abort(j.seqs)
 				return
+			}
+		}
+		if call != nil {
+			sent = v.generated
+			if v.finished && v.reason == finishStop {
+				zero := 0
+				if sse.JSON(chunk(chatStreamChoice{Delta: chatDelta{ToolCalls: []any{call.wire(&zero)}}}, sent)) != nil {
+					s.abort(j.seqs)
+					return
+				}
+				empty, reason := "", finishToolCalls
+				if sse.JSON(chunk(chatStreamFinalChoice{chatStreamChoice: chatStreamChoice{Delta: chatDelta{Content: &empty}, FinishReason: &reason}}, sent)) != nil {
+					s.abort(j.seqs)
+					return
+				}
+				finished = true
 			}
 		}
 		for sent < v.generated || (v.finished && !finished) {

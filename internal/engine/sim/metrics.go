@@ -115,7 +115,7 @@ func newVLLMMetrics(reg *prometheus.Registry, model string, maxModelLen int, cac
 
 // cacheConfigInfo is the label set of vllm:cache_config_info: CacheConfig.metrics_info(), every
 // value a string as vLLM renders it, plus engine.
-func cacheConfigInfo(blockSize, numGPUBlocks int) prometheus.Labels {
+func cacheConfigInfo(blockSize, numGPUBlocks int, utilization float64) prometheus.Labels {
 	return prometheus.Labels{
 		"block_size":               strconv.Itoa(blockSize),
 		"num_gpu_blocks":           strconv.Itoa(numGPUBlocks),
@@ -123,7 +123,7 @@ func cacheConfigInfo(blockSize, numGPUBlocks int) prometheus.Labels {
 		"cache_dtype":              "auto",
 		"enable_prefix_caching":    "True",
 		"prefix_caching_hash_algo": "sha256_cbor",
-		"gpu_memory_utilization":   "0.9",
+		"gpu_memory_utilization":   strconv.FormatFloat(utilization, 'g', -1, 64),
 		"engine":                   "0",
 	}
 }

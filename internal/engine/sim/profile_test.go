@@ -49,3 +49,42 @@ func TestStepTimeRoofline(t *testing.T) {
 	require.Greater(t, big, 60*time.Millisecond, "a huge decode batch turns compute-bound")
 	require.Equal(t, tm.StepOverhead, tm.StepTime(0, 0, 0))
 }
+
+// num_gpu_blocks as vLLM derives it, from memory, utilization, weights and KV size per token.
+func TestNumGPUBlocks(t *testing.T) {
+	for _, tc := range []struct {
+		model, gpu string
+		want       int
+	}{
+		// (80e9*0.9 - 8.03e9*2 - 2 GiB) / (16 * 131072 B)
+		{"llama-3.1-8b", "h100", 25650},
+		// per GPU: (80e9*0.9 - 141.2e9/4 - 2 GiB) / (16 * 327680 B / 4)
+		{"llama-3-70b", "h100", 26361},
+		// per GPU: (141e9*0.9 - 32.8e9*2/2 - 2 GiB) / (16 * 262144 B / 2)
+		{"qwen3-32b", "h200", 43846},
+		{"llama-3-70b", "a10g", 0}, // 35 GB of weights per GPU do not fit in 24 GB
+		{"llama-3.1-8b", "a10g", 1617},
+	} {
+		gpu, err := LookupGPU(tc.gpu)
+		require.NoError(t, err)
+		model, err := LookupModel(tc.model)
+		require.NoError(t, err)
+		got := NumGPUBlocks(gpu, model, 16, 0.9)
+		require.Equal(t, tc.want, got, "%s on %s", tc.model, tc.gpu)
+	}
+}
+
+func TestTensorParallelTiming(t *testing.T) {
+	gpu, err := LookupGPU("h100")
+	require.NoError(t, err)
+	m70, err := LookupModel("meta-llama/Llama-3.1-70B-Instruct")
+	require.NoError(t, err)
+	require.Equal(t, 4, m70.TP())
+	tp4 := NewTiming(gpu, m70)
+	m70.TensorParallel = 1
+	tp1 := NewTiming(gpu, m70)
+	// Decode of one token: weights / 4 GPUs, plus 160 all-reduces of 10 µs.
+	d4, d1 := tp4.StepTime(0, 1, 1000), tp1.StepTime(0, 1, 1000)
+	require.Less(t, d4, d1/2)
+	require.Greater(t, d4, d1/4)
+}

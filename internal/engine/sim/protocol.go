@@ -32,6 +32,8 @@ type genRequest struct {
 	AddGenerationPrompt *bool           `json:"add_generation_prompt"`
 	ReturnTokenStrs     bool            `json:"return_token_strs"`
 	AddSpecialTokens    *bool           `json:"add_special_tokens"`
+	Tools               json.RawMessage `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
 }
 
 // addSpecialTokens is add_special_tokens of a completion or tokenize prompt: default true, so a
@@ -239,7 +241,7 @@ func newUsage(prompt, completion, cached int) *usageInfo {
 
 type chatMessage struct {
 	Role             string          `json:"role"`
-	Content          string          `json:"content"`
+	Content          *string         `json:"content"`
 	Refusal          *string         `json:"refusal"`
 	Annotations      json.RawMessage `json:"annotations"`
 	Audio            json.RawMessage `json:"audio"`
@@ -270,8 +272,9 @@ type chatCompletion struct {
 }
 
 type chatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string  `json:"role,omitempty"`
+	Content   *string `json:"content,omitempty"`
+	ToolCalls []any   `json:"tool_calls,omitempty"`
 }
 
 // chatStreamChoice is serialized with exclude_unset: stop_reason only on the finishing chunk.

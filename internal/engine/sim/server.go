@@ -27,7 +27,8 @@ const maxBodyBytes = 32 << 20
 // advanced by the injected clock. It serves
 //
 //	POST /v1/chat/completions, POST /v1/completions   (stream and non-stream)
-//	GET  /v1/models, GET /health, GET /metrics, POST /tokenize
+//	GET  /v1/models, GET /health, GET /metrics, POST /tokenize, POST /detokenize
+//	POST /v1/embeddings, POST /reset_prefix_cache
 //
 // in vLLM's wire formats. A Server is safe for concurrent use; Close stops it.
 type Server struct {
@@ -93,6 +94,20 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 	case cfg.TimeScale != nil && *cfg.TimeScale < 0:
 		return nil, fmt.Errorf("sim: time_scale must not be negative, got %g", *cfg.TimeScale)
 	}
+	util := DefaultGPUMemoryUtilization
+	if cfg.GPUMemoryUtilization != nil {
+		util = *cfg.GPUMemoryUtilization
+	}
+	if util <= 0 || util > 1 {
+		return nil, fmt.Errorf("sim: gpu_memory_utilization must be in (0, 1], got %g", util)
+	}
+	if cfg.NumGPUBlocks == 0 {
+		cfg.NumGPUBlocks = NumGPUBlocks(gpu, model, cfg.BlockSize, util)
+		if cfg.NumGPUBlocks == 0 {
+			return nil, fmt.Errorf("sim: %s (TP %d) does not fit in %s memory at gpu_memory_utilization %g",
+				model.Name, model.TP(), gpu.Name, util)
+		}
+	}
 	// vLLM refuses to start when the KV cache cannot hold one request of max_model_len tokens
 	// (vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory); so does the simulator, or
 	// such a request would wait forever. One block is the null block.
@@ -116,7 +131,7 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 	s := &Server{
 		cfg: cfg, name: name, clk: clk, scale: scale, tok: tok, created: clk.Now().Unix(),
 		registry: registry,
-		metrics:  newVLLMMetrics(registry, cfg.ServedModelName, cfg.MaxModelLen, cacheConfigInfo(cfg.BlockSize, cfg.NumGPUBlocks)),
+		metrics:  newVLLMMetrics(registry, cfg.ServedModelName, cfg.MaxModelLen, cacheConfigInfo(cfg.BlockSize, cfg.NumGPUBlocks, util)),
 		simStats: simStats,
 		metricsH: promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
 		core: newCore(coreConfig{numBlocks: cfg.NumGPUBlocks, blockSize: cfg.BlockSize, maxNumSeqs: cfg.MaxNumSeqs,
@@ -343,6 +358,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		route(http.MethodGet, s.metricsH.ServeHTTP)
 	case "/tokenize":
 		route(http.MethodPost, s.handleTokenize)
+	case openai.PathEmbeddings:
+		route(http.MethodPost, s.handleEmbeddings)
+	case "/detokenize":
+		route(http.MethodPost, s.handleDetokenize)
 	case "/reset_prefix_cache":
 		route(http.MethodPost, s.handleResetPrefixCache)
 	default:

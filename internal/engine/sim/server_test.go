@@ -316,7 +316,7 @@ func TestErrors(t *testing.T) {
 			`{"error":{"message":"[{'type': 'union_type', 'loc': ('body', 'prompt'), 'msg': 'Input should be a valid string, a list of strings, a list of integers or a list of lists of integers'}]","type":"Bad Request","param":null,"code":400}}`},
 		{"mixed batch", "/v1/completions", `{"prompt":["a",[1]]}`, 400,
 			`{"error":{"message":"[{'type': 'union_type', 'loc': ('body', 'prompt'), 'msg': 'Input should be a valid string, a list of strings, a list of integers or a list of lists of integers'}]","type":"Bad Request","param":null,"code":400}}`},
-		{"unknown path", "/v1/embeddings", `{}`, 404,
+		{"unknown path", "/v1/audio/speech", `{}`, 404,
 			`{"error":{"message":"Not Found","type":"NotFoundError","param":null,"code":404}}`},
 		{"wrong method", "/health", ``, 405,
 			`{"error":{"message":"Method Not Allowed","type":"MethodNotAllowed","param":null,"code":405}}`},
@@ -466,7 +466,7 @@ func TestMetrics(t *testing.T) {
 		labels[l.GetName()] = l.GetValue()
 	}
 	require.Equal(t, "16", labels["block_size"])
-	require.Equal(t, "8192", labels["num_gpu_blocks"])
+	require.Equal(t, "25650", labels["num_gpu_blocks"], "derived: (80 GB × 0.9 − 16.06 GB − 2 GiB) / (16 × 128 KiB)")
 	require.Equal(t, 1.0, info.GetGauge().GetValue())
 }
 

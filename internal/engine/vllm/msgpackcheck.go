@@ -77,7 +77,7 @@ func checkMsgpack(b []byte) error {
 			}
 			skip = l
 		case c == 0xc7 || c == 0xc8 || c == 0xc9:
-			l, ok := n(map[byte]int{0xc7: 1, 0xc8: 2, 0xc9: 4}[c])
+			l, ok := n([...]int{1, 2, 4}[c-0xc7])
 			if !ok {
 				return errShort
 			}

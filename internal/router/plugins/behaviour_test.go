@@ -9,6 +9,7 @@ import (
 	"github.com/strata-inference/strata/internal/router/plugins/inflighttokens"
 	"github.com/strata-inference/strata/internal/router/plugins/nohitlru"
 	"github.com/strata-inference/strata/internal/router/plugins/poweroftwo"
+	"github.com/strata-inference/strata/internal/router/plugins/predictedlatency"
 	"github.com/strata-inference/strata/internal/router/plugins/randompicker"
 	"github.com/strata-inference/strata/internal/router/plugins/roundrobin"
 	"github.com/strata-inference/strata/internal/router/plugins/runningrequests"
@@ -145,4 +146,24 @@ func TestPickers(t *testing.T) {
 		one := eps("solo")
 		require.Equal(t, "solo", poweroftwo.New(rand.NewPCG(1, 1)).Pick(one, []float64{0}).Name)
 	})
+}
+
+// Work = in-flight prompt tokens + uncached prompt tokens: a cached prefix wins while it saves
+// more prefill than its endpoint has queued, and loses once the queue there is longer.
+func TestPredictedLatency(t *testing.T) {
+	prefix, err := scheduling.NewPrefixScorer(8, 1024)
+	require.NoError(t, err)
+	s := predictedlatency.New(prefix)
+	e := eps("a", "b")
+	warm := &scheduling.Request{PromptParts: []string{"0123456789abcdef"}, PromptTokens: 1000}
+	prefix.PreRequest(&scheduling.Request{PromptParts: warm.PromptParts}, e[0]) // a holds the whole prompt
+	e[0].InFlightTokens, e[1].InFlightTokens = 500, 0                           // a: 500 + 0, b: 0 + 1000
+	require.Equal(t, []float64{1, 0}, score(s, warm, e))
+	e[0].InFlightTokens = 1500 // a: 1500 + 0, b: 0 + 1000
+	require.Equal(t, []float64{0, 1}, score(s, &scheduling.Request{PromptParts: warm.PromptParts, PromptTokens: 1000}, e))
+	e[0].InFlightTokens = 1000
+	require.Equal(t, []float64{1, 1}, score(s, &scheduling.Request{PromptParts: warm.PromptParts, PromptTokens: 1000}, e))
+
+	_, err = Registry()["predicted-latency-scorer"]("p", nil, nopHandle{})
+	require.EqualError(t, err, `parameters.prefixPluginName: no plugin "prefix-cache-scorer" declared before this one`)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/strata-inference/strata/internal/router/plugins/modelfilter"
 	"github.com/strata-inference/strata/internal/router/plugins/nohitlru"
 	"github.com/strata-inference/strata/internal/router/plugins/poweroftwo"
+	"github.com/strata-inference/strata/internal/router/plugins/predictedlatency"
 	"github.com/strata-inference/strata/internal/router/plugins/prefixscorer"
 	"github.com/strata-inference/strata/internal/router/plugins/queuescorer"
 	"github.com/strata-inference/strata/internal/router/plugins/randompicker"
@@ -27,20 +28,21 @@ import (
 // Registry returns a new registry of every plugin type Strata ships.
 func Registry() scheduling.Registry {
 	return scheduling.Registry{
-		modelfilter.Type:     modelfilter.Factory,
-		healthfilter.Type:    healthfilter.Factory,
-		queuescorer.Type:     queuescorer.Factory,
-		kvcachescorer.Type:   kvcachescorer.Factory,
-		prefixscorer.Type:    prefixscorer.Factory,
-		runningrequests.Type: runningrequests.Factory,
-		inflighttokens.Type:  inflighttokens.Factory,
-		sessionaffinity.Type: sessionaffinity.Factory,
-		nohitlru.Type:        nohitlru.Factory,
-		maxscorepicker.Type:  maxscorepicker.Factory,
-		weightedrandom.Type:  weightedrandom.Factory,
-		poweroftwo.Type:      poweroftwo.Factory,
-		roundrobin.Type:      roundrobin.Factory,
-		randompicker.Type:    randompicker.Factory,
+		modelfilter.Type:      modelfilter.Factory,
+		healthfilter.Type:     healthfilter.Factory,
+		queuescorer.Type:      queuescorer.Factory,
+		kvcachescorer.Type:    kvcachescorer.Factory,
+		prefixscorer.Type:     prefixscorer.Factory,
+		runningrequests.Type:  runningrequests.Factory,
+		inflighttokens.Type:   inflighttokens.Factory,
+		sessionaffinity.Type:  sessionaffinity.Factory,
+		nohitlru.Type:         nohitlru.Factory,
+		predictedlatency.Type: predictedlatency.Factory,
+		maxscorepicker.Type:   maxscorepicker.Factory,
+		weightedrandom.Type:   weightedrandom.Factory,
+		poweroftwo.Type:       poweroftwo.Factory,
+		roundrobin.Type:       roundrobin.Factory,
+		randompicker.Type:     randompicker.Factory,
 	}
 }
 

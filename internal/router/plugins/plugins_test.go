@@ -95,7 +95,7 @@ func TestEveryTypeBuildsWithDefaults(t *testing.T) {
 				Plugins:            []config.PluginSpec{{Type: "prefix-cache-scorer", Name: "p"}, {Type: typ, Parameters: []byte(`{}`)}},
 				SchedulingProfiles: []config.SchedulingProfile{{Name: "x", Plugins: []config.ProfilePlugin{{PluginRef: typ}}}},
 			}
-			if typ == "no-hit-lru-scorer" {
+			if typ == "no-hit-lru-scorer" || typ == "predicted-latency-scorer" {
 				cfg.Plugins[1].Parameters = []byte(`{"prefixPluginName":"p"}`)
 			}
 			if typ == "prefix-cache-scorer" {
@@ -125,3 +125,23 @@ type nopHandle struct{}
 
 func (nopHandle) Plugin(string) (scheduling.Plugin, bool) { return nil, false }
 func (nopHandle) Rand() rand.Source                       { return rand.NewPCG(1, 1) }
+
+// Any YAML the config accepts either builds a scheduler or fails with an error: never a panic.
+func FuzzSchedulerConfig(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.yaml")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		require.NoError(f, err)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cfg := config.Default()
+		if config.Parse(b, cfg) != nil {
+			return
+		}
+		s, err := Build(cfg.Router, rand.NewPCG(1, 1))
+		if err == nil {
+			require.NotEmpty(t, s.String())
+		}
+	})
+}
