@@ -85,7 +85,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return err
 			},
 		},
-		serveCmd(g), simCmd(g), keysCmd(g), tenantsCmd(g), usageCmd(g),
+		serveCmd(g), simCmd(g), keysCmd(g), tenantsCmd(g), usageCmd(g), replayCmd(g),
 	)
 	err := root.ExecuteContext(ctx)
 	if err != nil && !errors.Is(err, context.Canceled) {

@@ -3,7 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -77,4 +79,34 @@ acme,m,2026-03-01T00:00:00Z,2026-04-01T00:00:00Z,2,1600,400,200,1000000,250000,4
 	require.ErrorContains(t, err, "want YYYY-MM")
 	_, err = runCmd(t, dir, billCmd, "--since", "2026-03-01T00:00:00Z")
 	require.ErrorContains(t, err, "--since and --until together")
+}
+
+func TestAuditCommands(t *testing.T) {
+	dir := t.TempDir()
+	_, _, err := run(t, "tenants", "create", "acme", "--data-dir", dir)
+	require.NoError(t, err)
+	keyOut, _, err := run(t, "keys", "create", "--tenant", "acme", "--data-dir", dir)
+	require.NoError(t, err)
+	key := regexp.MustCompile(`key: (\S+)`).FindStringSubmatch(keyOut)[1]
+	_, err = runCmd(t, dir, policyCmd, "tenant", "acme", "--rpm", "5")
+	require.NoError(t, err)
+	out, err := runCmd(t, dir, auditCmd, "verify")
+	require.NoError(t, err)
+	require.Regexp(t, `^audit log verified: 3 entries, head [0-9a-f]{64}\n$`, out)
+	out, err = runCmd(t, dir, auditCmd, "list")
+	require.NoError(t, err)
+	require.Contains(t, out, "tenant.create")
+	require.Contains(t, out, "key.create")
+	require.Regexp(t, `tenant.policy +acme +\{"policy":\{"rpm":5\},"tier":""\}`, out)
+	require.NotContains(t, out, key, "no key in the log, only its visible prefix")
+
+	// Tampering with the database directly is detected.
+	db, err := sql.Open("sqlite", filepath.Join(dir, "strata.db"))
+	require.NoError(t, err)
+	_, err = db.Exec(`UPDATE audit_log SET detail = '{"policy":{"rpm":5000}}' WHERE seq = 3`)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	_, err = runCmd(t, dir, auditCmd, "verify")
+	require.ErrorIs(t, err, store.ErrAuditBroken)
+	require.ErrorContains(t, err, "entry 3 was altered")
 }

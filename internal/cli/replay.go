@@ -117,6 +117,7 @@ router.scheduler (or, when unset, router weights) defines the profile.`,
 			return nil
 		},
 	}
+	cmd.AddCommand(replaySynthCmd(g))
 	fl := cmd.Flags()
 	fl.StringVar(&trace, "trace", "", "trace file (Mooncake JSONL or Azure CSV)")
 	fl.StringVar(&format, "format", replay.FormatMooncake, "trace format: mooncake or azure")
@@ -132,6 +133,52 @@ router.scheduler (or, when unset, router weights) defines the profile.`,
 	fl.StringVar(&chart, "chart", "", "also draw TTFT percentiles and hit ratios as an SVG image to this file")
 	fl.BoolVar(&markdown, "markdown", false, "print the table as Markdown")
 	fl.BoolVar(&quiet, "quiet", false, "no progress on stderr")
+	return cmd
+}
+
+// replaySynthCmd is `strata replay synth`: writes a shared-prefix workload (tenants with their
+// own system prompts) as a Mooncake JSONL trace that `strata replay --format mooncake` reads.
+func replaySynthCmd(g *globals) *cobra.Command {
+	var (
+		o   replay.SynthOptions
+		out string
+	)
+	cmd := &cobra.Command{
+		Use:   "synth --out FILE",
+		Short: "Write a synthetic multi-tenant shared-prefix workload as a Mooncake JSONL trace",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if out == "" {
+				return fmt.Errorf("--out: required")
+			}
+			rows, err := replay.Synthesize(o)
+			if err != nil {
+				return err
+			}
+			f, err := os.Create(out)
+			if err != nil {
+				return err
+			}
+			if err := replay.WriteMooncake(f, rows); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(g.stdout, "wrote %d requests (%d tenants, %.0f s) to %s\n", len(rows), o.Tenants, rows[len(rows)-1].Arrival.Seconds(), out)
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&out, "out", "", "trace file to write (Mooncake JSONL)")
+	fl.IntVar(&o.Tenants, "tenants", 150, "tenants, each with its own system prompt")
+	fl.IntVar(&o.PrefixTokens, "prefix-tokens", 6000, "system prompt tokens per tenant")
+	fl.IntVar(&o.QuestionTokens, "question-tokens", 1000, "tokens unique to each request")
+	fl.IntVar(&o.OutputTokens, "output-tokens", 200, "answer tokens per request")
+	fl.IntVar(&o.Requests, "requests", 6000, "number of requests")
+	fl.Float64Var(&o.Rate, "rate", 20, "Poisson arrival rate, requests per second")
+	fl.Uint64Var(&o.Seed, "seed", 1, "seed")
 	return cmd
 }
 

@@ -55,6 +55,16 @@ func TestReplayCmd(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(svg), "<svg")
 
+	synth := filepath.Join(dir, "s.jsonl")
+	out, _, err = runReplay(t, "synth", "--out", synth, "--tenants", "4", "--requests", "30", "--rate", "5")
+	require.NoError(t, err)
+	require.Contains(t, out, "wrote 30 requests (4 tenants")
+	out, _, err = runReplay(t, "--trace", synth, "--replicas", "2", "--policy", "default", "--quiet")
+	require.NoError(t, err)
+	require.Contains(t, out, "default")
+	_, _, err = runReplay(t, "synth")
+	require.ErrorContains(t, err, "--out: required")
+
 	for _, tt := range []struct {
 		args []string
 		want string

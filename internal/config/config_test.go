@@ -27,6 +27,7 @@ func TestBadConfigs(t *testing.T) {
 		"sim_kv_endpoint":      `sim.kv_events_endpoint: "localhost:5557" is not a tcp://, ipc:// or inproc:// address`,
 		"sim_kv_replay":        "sim.kv_events_replay_endpoint: needs kv_events_endpoint",
 		"sim_gpu_util":         "sim.gpu_memory_utilization: must be in (0, 1], got 1.5",
+		"sim_max_loras":        "sim.max_loras: must be at least 1, got 0",
 		"router_duration":      `invalid duration "fast"`,
 		"router_weight":        "router.weights.prefix: must not be negative, got -1",
 		"max_body":             "max_body_bytes: must be positive, got 0",

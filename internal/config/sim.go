@@ -34,6 +34,9 @@ type Sim struct {
 	MaxOutputTokens int `json:"max_output_tokens"`
 	// Seed makes generated text deterministic per (seed, prompt). Default 0.
 	Seed int64 `json:"seed"`
+	// MaxLoras is the number of LoRA adapters that can run in one batch (vLLM's --max-loras);
+	// requests for another adapter wait. Default 1, as vLLM.
+	MaxLoras int `json:"max_loras"`
 	// KVEventsEndpoint is the ZMQ PUB address the replica publishes KV-cache events on, as
 	// vLLM's --kv-events-config endpoint ("tcp://127.0.0.1:5557"; port 0 picks a free port).
 	// Empty (the default) publishes nothing. Several replicas of one config each add their
@@ -73,6 +76,8 @@ func (s *Sim) validate() error {
 		return errors.New("model: must not be empty")
 	case s.BlockSize < 1:
 		return fmt.Errorf("block_size: must be positive, got %d", s.BlockSize)
+	case s.MaxLoras < 1:
+		return fmt.Errorf("max_loras: must be at least 1, got %d", s.MaxLoras)
 	case s.NumGPUBlocks < 0:
 		return fmt.Errorf("num_gpu_blocks: must not be negative, got %d", s.NumGPUBlocks)
 	case s.GPUMemoryUtilization != nil && (*s.GPUMemoryUtilization <= 0 || *s.GPUMemoryUtilization > 1):
@@ -100,7 +105,7 @@ func (s *Sim) validate() error {
 func defaultSim() Sim {
 	return Sim{
 		Replicas: 3, Model: "meta-llama/Llama-3.1-8B-Instruct", GPU: "H100-SXM",
-		MaxModelLen: 8192, MaxNumSeqs: 256, BlockSize: 16, GPUMemoryUtilization: ptr(0.9),
+		MaxModelLen: 8192, MaxNumSeqs: 256, BlockSize: 16, GPUMemoryUtilization: ptr(0.9), MaxLoras: 1,
 		TimeScale: ptr(1.0), MaxOutputTokens: 256, KVEventsEncoding: KVEventsEncodingMap,
 	}
 }

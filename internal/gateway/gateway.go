@@ -42,13 +42,13 @@ const maxRequestIDLen = 128
 
 // Gateway is the tenant plane's http.Handler. It is safe for concurrent use.
 type Gateway struct {
-	cfg    config.Gateway
-	st     *store.Store
-	secret []byte
-	next   http.RoundTripper
-	clk    clock.Clock
-	log    *slog.Logger
-	m      *metrics
+	cfg     config.Gateway
+	st      *store.Store
+	secret  []byte
+	next    http.RoundTripper
+	clk     clock.Clock
+	log     *slog.Logger
+	m       *metrics
 	auth    *authenticator
 	backend backend
 	prices  *prices

@@ -124,9 +124,9 @@ type metered struct {
 	start          time.Time
 	adm            *admission
 	tk             *ticket // the admission to settle with the usage recorded
-	stream         bool  // the client asked for a stream (and the engine was asked for usage)
-	wantsUsage     bool  // the client itself asked for stream_options.include_usage
-	promptEstimate int64 // bytes/4 of the prompt, for records without engine usage
+	stream         bool    // the client asked for a stream (and the engine was asked for usage)
+	wantsUsage     bool    // the client itself asked for stream_options.include_usage
+	promptEstimate int64   // bytes/4 of the prompt, for records without engine usage
 
 	endpoint, gpu string
 	recorded      bool

@@ -50,8 +50,10 @@ func mulSat(a, b int64) int64 {
 }
 
 // microsUp and microsRound turn picos into micro-USD, rounded up and half up.
-func microsUp(picos int64) int64    { return picos/picosPerMicro + b2i(picos%picosPerMicro != 0) }
-func microsRound(picos int64) int64 { return picos/picosPerMicro + b2i(picos%picosPerMicro >= picosPerMicro/2) }
+func microsUp(picos int64) int64 { return picos/picosPerMicro + b2i(picos%picosPerMicro != 0) }
+func microsRound(picos int64) int64 {
+	return picos/picosPerMicro + b2i(picos%picosPerMicro >= picosPerMicro/2)
+}
 
 func b2i(b bool) int64 {
 	if b {
@@ -210,7 +212,7 @@ func FormatMicros(m int64) string {
 	sign := ""
 	u := uint64(m)
 	if m < 0 {
-		sign, u = "-", uint64(-(m + 1))+1
+		sign, u = "-", uint64(-(m+1))+1
 	}
 	return fmt.Sprintf("%s%d.%06d", sign, u/1_000_000, u%1_000_000)
 }

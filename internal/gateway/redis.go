@@ -29,6 +29,9 @@ func newRedisBackend(url, prefix string) (*redisBackend, error) {
 		return nil, fmt.Errorf("gateway: redis url: %w", err)
 	}
 	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, time.Second, time.Second
+	// Every admitted request makes a few short Redis calls; a burst of requests waits for a
+	// connection rather than failing its limit's open/closed policy at once.
+	opt.PoolSize, opt.PoolTimeout = 64, 5*time.Second
 	opt.MaxRetries = 1
 	// Fail fast when Redis is down: the fail-open/closed policy answers, not a minute of retries.
 	opt.DialerRetries, opt.DialerRetryTimeout = 1, 10*time.Millisecond
@@ -151,22 +154,26 @@ end
 return 1
 `)
 
-// acquireScript: KEYS[1] a sorted set of request ids scored by lease expiry (ms); ARGV now_ms,
-// limit, request id, expiry_ms. Drops expired leases, then takes a slot if one is free.
-var acquireScript = redis.NewScript(`
-redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", ARGV[1])
-if redis.call("ZCARD", KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call("ZADD", KEYS[1], ARGV[4], ARGV[3])
-redis.call("PEXPIREAT", KEYS[1], ARGV[4])
+// redisNowMS is Lua computing the Redis server's time in Unix milliseconds as `now`: leases and
+// reservations are compared with one clock however many replicas (with however skewed clocks)
+// write them.
+const redisNowMS = `local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// acquireScript: KEYS[1] a sorted set of request ids scored by lease expiry (Unix ms); ARGV
+// limit, request id, ttl_ms. Drops expired leases, then takes a slot if one is free.
+var acquireScript = redis.NewScript(redisNowMS + `
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now)
+if redis.call("ZCARD", KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local exp = now + tonumber(ARGV[3])
+redis.call("ZADD", KEYS[1], exp, ARGV[2])
+if redis.call("PTTL", KEYS[1]) < tonumber(ARGV[3]) then redis.call("PEXPIRE", KEYS[1], ARGV[3]) end
 return 1
 `)
 
 func (r *redisBackend) acquire(ctx context.Context, bucket, requestID string, limit int64, ttl time.Duration) (bool, error) {
-	now, err := r.now(ctx)
-	if err != nil {
-		return false, err
-	}
-	n, err := acquireScript.Run(ctx, r.rdb, []string{r.prefix + "conc:" + bucket}, now.UnixMilli(), limit, requestID, now.Add(ttl).UnixMilli()).Int()
+	n, err := acquireScript.Run(ctx, r.rdb, []string{r.prefix + "conc:" + bucket}, limit, requestID, ttl.Milliseconds()).Int()
 	if err != nil {
 		return false, backendErr(err)
 	}
@@ -180,22 +187,12 @@ func (r *redisBackend) release(ctx context.Context, bucket, requestID string) er
 	return nil
 }
 
-// now is the Redis server's time: leases and reservations are compared with one clock however
-// many replicas (with however skewed clocks) write them.
-func (r *redisBackend) now(ctx context.Context) (time.Time, error) {
-	t, err := r.rdb.Time(ctx).Result()
-	if err != nil {
-		return time.Time{}, backendErr(err)
-	}
-	return t, nil
-}
-
 // reserveScript: KEYS used (string, settled usage), res (hash request id -> amount), exp (zset
-// request id -> expiry ms), total (string, sum of res); ARGV now_ms, limit, amount, request id,
-// expiry_ms, key lifetime in seconds. Returns {-1, 0} when the period's usage is not loaded yet,
+// request id -> expiry, Unix ms), total (string, sum of res); ARGV limit, amount, request id,
+// ttl_ms, key lifetime in seconds. Returns {-1, 0} when the period's usage is not loaded yet,
 // {0, used+reserved} when refused, {1, used+reserved} when granted.
-var reserveScript = redis.NewScript(`
-local expired = redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", ARGV[1])
+var reserveScript = redis.NewScript(redisNowMS + `
+local expired = redis.call("ZRANGEBYSCORE", KEYS[3], "-inf", now)
 for _, id in ipairs(expired) do
 	local a = redis.call("HGET", KEYS[2], id)
 	if a then
@@ -203,19 +200,19 @@ for _, id in ipairs(expired) do
 		redis.call("DECRBY", KEYS[4], a)
 	end
 end
-if #expired > 0 then redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", ARGV[1]) end
+if #expired > 0 then redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", now) end
 local used = redis.call("GET", KEYS[1])
 if not used then return {-1, 0} end
 used = tonumber(used)
 local reserved = tonumber(redis.call("GET", KEYS[4]) or "0")
-local amount = tonumber(ARGV[3])
-if used + reserved + amount > tonumber(ARGV[2]) then return {0, used + reserved} end
-if redis.call("HSETNX", KEYS[2], ARGV[4], amount) == 1 then
-	redis.call("ZADD", KEYS[3], ARGV[5], ARGV[4])
+local amount = tonumber(ARGV[2])
+if used + reserved + amount > tonumber(ARGV[1]) then return {0, used + reserved} end
+if redis.call("HSETNX", KEYS[2], ARGV[3], amount) == 1 then
+	redis.call("ZADD", KEYS[3], now + tonumber(ARGV[4]), ARGV[3])
 	redis.call("INCRBY", KEYS[4], amount)
 	reserved = reserved + amount
 end
-for i = 2, 4 do redis.call("EXPIRE", KEYS[i], ARGV[6]) end
+for i = 2, 4 do redis.call("EXPIRE", KEYS[i], ARGV[5]) end
 return {1, used + reserved}
 `)
 
@@ -244,11 +241,7 @@ func (r *redisBackend) budgetKeys(b budgetKey) []string {
 func (r *redisBackend) reserve(ctx context.Context, b budgetKey, requestID string, amount, limit int64, ttl time.Duration, base func(context.Context) (int64, error)) (bool, int64, error) {
 	keys := r.budgetKeys(b)
 	for attempt := 0; ; attempt++ {
-		now, err := r.now(ctx)
-		if err != nil {
-			return false, 0, err
-		}
-		res, err := reserveScript.Run(ctx, r.rdb, keys, now.UnixMilli(), limit, amount, requestID, now.Add(ttl).UnixMilli(), int64(budgetLifetime/time.Second)).Int64Slice()
+		res, err := reserveScript.Run(ctx, r.rdb, keys, limit, amount, requestID, ttl.Milliseconds(), int64(budgetLifetime/time.Second)).Int64Slice()
 		if err != nil {
 			return false, 0, backendErr(err)
 		}

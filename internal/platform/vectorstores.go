@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"path"
 	"slices"
@@ -102,15 +101,20 @@ func extractText(filename string, b []byte) (text string, err error) {
 		if err != nil {
 			return "", &errInvalidFile{"The PDF could not be read."}
 		}
-		tr, err := r.GetPlainText()
-		if err != nil {
-			return "", &errInvalidFile{"The PDF's text could not be extracted."}
+		pages, ok := pdfPages(r.Trailer().Key("Root").Key("Pages"))
+		if !ok {
+			return "", &errInvalidFile{"The PDF's page tree is malformed."}
 		}
-		t, err := io.ReadAll(tr)
-		if err != nil {
-			return "", &errInvalidFile{"The PDF's text could not be extracted."}
+		var sb strings.Builder
+		for _, pg := range pages {
+			t, err := pg.GetPlainText(nil)
+			if err != nil {
+				return "", &errInvalidFile{"The PDF's text could not be extracted."}
+			}
+			sb.WriteString(t)
+			sb.WriteByte('\n')
 		}
-		return string(t), nil
+		return sb.String(), nil
 	case ".html", ".htm":
 		doc, err := html.Parse(bytes.NewReader(b))
 		if err != nil {
@@ -143,6 +147,41 @@ func extractText(filename string, b []byte) (text string, err error) {
 		return "", &errInvalidFile{"The file is not UTF-8 text."}
 	}
 	return string(b), nil
+}
+
+// PDF page tree bounds: deeper trees, more nodes or more pages are refused as malformed.
+const (
+	maxPDFTreeDepth = 32
+	maxPDFNodes     = 20000
+)
+
+// pdfPages returns the pages of a PDF page tree in order, walking it with bounded depth and
+// node count. The library's own walk (Reader.Page, GetPlainText) loops forever on a tree whose
+// Kids refer back to an ancestor, and walks Count times however large Count claims to be: a
+// crafted upload would hang ingestion (found by FuzzExtractText).
+func pdfPages(root pdf.Value) ([]pdf.Page, bool) {
+	var pages []pdf.Page
+	nodes := 0
+	var walk func(v pdf.Value, depth int) bool
+	walk = func(v pdf.Value, depth int) bool {
+		nodes++
+		if depth > maxPDFTreeDepth || nodes > maxPDFNodes {
+			return false
+		}
+		switch v.Key("Type").Name() {
+		case "Pages":
+			kids := v.Key("Kids")
+			for i := 0; i < kids.Len(); i++ {
+				if !walk(kids.Index(i), depth+1) {
+					return false
+				}
+			}
+		case "Page":
+			pages = append(pages, pdf.Page{V: v})
+		}
+		return true
+	}
+	return pages, walk(root, 0)
 }
 
 // parseChunking decodes chunking_strategy: null or {"type":"auto"} (the defaults), or

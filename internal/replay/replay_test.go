@@ -176,3 +176,26 @@ func TestWriteSVG(t *testing.T) {
 	require.Contains(t, out, `width="420.0"`, "the longest p99 spans the scale")
 	require.True(t, strings.HasSuffix(out, "</svg>\n"))
 }
+
+func TestSynthesizeRoundTrip(t *testing.T) {
+	rows, err := Synthesize(SynthOptions{Tenants: 3, PrefixTokens: 1000, QuestionTokens: 600, OutputTokens: 8, Requests: 50, Rate: 10, Seed: 1})
+	require.NoError(t, err)
+	require.Len(t, rows, 50)
+	for _, r := range rows {
+		require.Equal(t, 1024+600, r.InputTokens)
+		require.Len(t, r.HashIDs, 4)
+		require.Less(t, r.HashIDs[0], int64(6), "prefix ids are the tenant's")
+		require.GreaterOrEqual(t, r.HashIDs[2], int64(6), "question ids are fresh")
+	}
+	var b strings.Builder
+	require.NoError(t, WriteMooncake(&b, rows))
+	back, err := ReadTrace(strings.NewReader(b.String()), FormatMooncake, 0)
+	require.NoError(t, err)
+	require.Len(t, back, 50)
+	for i := range rows {
+		require.Equal(t, rows[i].HashIDs, back[i].HashIDs)
+		require.Equal(t, rows[i].Arrival.Milliseconds(), back[i].Arrival.Milliseconds())
+	}
+	_, err = Synthesize(SynthOptions{Tenants: 1, PrefixTokens: 1, QuestionTokens: 1, OutputTokens: 1, Requests: 1})
+	require.ErrorContains(t, err, "rate must be positive")
+}

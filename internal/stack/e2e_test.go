@@ -45,6 +45,10 @@ func startStack(t testing.TB, edit func(*config.Config)) *testStack {
 		zero := 0.0
 		c.Sim.TimeScale = &zero
 		c.Router.HealthInterval = config.Duration(50 * time.Millisecond)
+		// CI machines are small and busy: a late scrape must not make a replica look stale or
+		// down, which would (correctly) move traffic and make affinity assertions flaky.
+		c.Router.ScrapeTimeout = config.Duration(10 * time.Second)
+		c.Router.StaleAfter = config.Duration(time.Minute)
 		c.Gateway.AuthCacheTTL = config.Duration(200 * time.Millisecond)
 		if edit != nil {
 			edit(c)

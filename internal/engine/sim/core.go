@@ -68,6 +68,9 @@ type sequence struct {
 	hashes          []BlockHash
 	numCachedTokens int // prefix-cache hit at first scheduling; -1 before
 	preemptions     int
+	// lora is the LoRA adapter the request runs with ("" = base model), loraID its vLLM int id.
+	lora   string
+	loraID int
 
 	arrival, scheduled, lastToken time.Time
 
@@ -160,6 +163,7 @@ type core struct {
 	blockSize        int
 	maxNumSeqs       int
 	maxBatchedTokens int
+	maxLoras         int
 	noneHash         BlockHash
 
 	waiting []*sequence
@@ -171,13 +175,16 @@ type core struct {
 
 type coreConfig struct {
 	numBlocks, blockSize, maxNumSeqs, maxBatchedTokens int
-	timing                                             Timing
-	hashSeed                                           string
+	// maxLoras is vLLM's max_loras: distinct adapters in the running set (0 means 1).
+	maxLoras int
+	timing   Timing
+	hashSeed string
 }
 
 func newCore(c coreConfig) *core {
 	return &core{kv: newKVCache(c.numBlocks, c.blockSize), timing: c.timing, blockSize: c.blockSize,
-		maxNumSeqs: c.maxNumSeqs, maxBatchedTokens: c.maxBatchedTokens, noneHash: NoneHash(c.hashSeed)}
+		maxNumSeqs: c.maxNumSeqs, maxBatchedTokens: c.maxBatchedTokens, maxLoras: max(1, c.maxLoras),
+		noneHash: NoneHash(c.hashSeed)}
 }
 
 // add queues s; now is its arrival time.
@@ -260,8 +267,15 @@ func (c *core) schedule(now time.Time) *stepPlan {
 		budget -= n
 	}
 
-	for !preempted && len(c.waiting) > 0 && len(c.running) < c.maxNumSeqs && budget > 0 {
-		s := c.waiting[0]
+	// vLLM's scheduler skips (without blocking the queue) a waiting request whose LoRA adapter
+	// is not running while max_loras adapters already are.
+	loras := c.runningLoras()
+	for i := 0; !preempted && i < len(c.waiting) && len(c.running) < c.maxNumSeqs && budget > 0; {
+		s := c.waiting[i]
+		if s.lora != "" && !loras[s.lora] && len(loras) >= c.maxLoras {
+			i++
+			continue
+		}
 		c.ensureHashes(s, s.numTokens()/c.blockSize)
 		// vLLM: "When all tokens hit the cache, we must recompute the last token to obtain
 		// logits", so at most numTokens-1 tokens, rounded down to full blocks, can hit.
@@ -286,8 +300,15 @@ func (c *core) schedule(now time.Time) *stepPlan {
 			c.stats.prefixQueries += s.numTokens()
 			c.stats.prefixHits += hitTokens
 		}
-		c.waiting[0] = nil // do not keep finished sequences reachable from the backing array
-		c.waiting = c.waiting[1:]
+		if i == 0 {
+			c.waiting[0] = nil // do not keep finished sequences reachable from the backing array
+			c.waiting = c.waiting[1:]
+		} else {
+			c.waiting = slices.Delete(c.waiting, i, i+1)
+		}
+		if s.lora != "" {
+			loras[s.lora] = true
+		}
 		s.status = statusRunning
 		c.running = append(c.running, s)
 		c.cacheFullBlocks(s, n)
@@ -301,6 +322,17 @@ func (c *core) schedule(now time.Time) *stepPlan {
 	p.duration = c.timing.StepTime(p.prefillTokens, p.decodeTokens, p.kvTokens)
 	c.stats.stepTokens = p.prefillTokens + p.decodeTokens
 	return p
+}
+
+// runningLoras is the set of adapters of the running requests.
+func (c *core) runningLoras() map[string]bool {
+	m := map[string]bool{}
+	for _, s := range c.running {
+		if s.lora != "" {
+			m[s.lora] = true
+		}
+	}
+	return m
 }
 
 func (c *core) addToPlan(s *sequence, n int) {
@@ -338,7 +370,11 @@ func (c *core) ensureHashes(s *sequence, n int) {
 		if j > 0 {
 			parent = s.hashes[j-1]
 		}
-		s.hashes = append(s.hashes, HashBlockTokens(parent, s.tokens[j*c.blockSize:(j+1)*c.blockSize], nil))
+		var extra []any
+		if s.lora != "" {
+			extra = []any{s.lora} // vLLM kv_cache_utils._gen_lora_extra_hash_keys
+		}
+		s.hashes = append(s.hashes, HashBlockTokens(parent, s.tokens[j*c.blockSize:(j+1)*c.blockSize], extra))
 	}
 }
 
@@ -358,7 +394,7 @@ func (c *core) cacheFullBlocks(s *sequence, n int) {
 	}
 	if c.kv.events != nil && full > first {
 		// vLLM BlockPool.cache_full_blocks: one BlockStored for the request's new full blocks.
-		e := kvEvent{kind: kvBlockStored, hashes: s.hashes[first:full:full],
+		e := kvEvent{kind: kvBlockStored, hashes: s.hashes[first:full:full], lora: s.lora, loraID: s.loraID,
 			tokens: s.tokens[first*c.blockSize : full*c.blockSize : full*c.blockSize]}
 		if first > 0 {
 			e.parent, e.hasParent = s.hashes[first-1], true

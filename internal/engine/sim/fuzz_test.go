@@ -33,9 +33,10 @@ func FuzzRequestParsing(f *testing.F) {
 		`{"input":[[1,2],[3]]}`,
 		`{"tokens":[128000,9906,1917]}`,
 		`{"messages":[{"role":"user","content":"call f"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"array","items":{"type":"integer","minimum":2}}}}}}],"tool_choice":"required","stream":true}`,
+		`{"lora_name":"a","lora_path":"/x"}`,
 		`[]`, `null`, `{`, ``,
 	} {
-		for path := range uint8(5) {
+		for path := range uint8(7) {
 			f.Add(path, []byte(seed))
 		}
 	}
@@ -46,7 +47,8 @@ func FuzzRequestParsing(f *testing.F) {
 	s, err := New(cfg, "fuzz", clock.RealClock{}, nil)
 	require.NoError(f, err)
 	f.Cleanup(s.Close)
-	paths := []string{"/v1/chat/completions", "/v1/completions", "/tokenize", "/v1/embeddings", "/detokenize"}
+	paths := []string{"/v1/chat/completions", "/v1/completions", "/tokenize", "/v1/embeddings", "/detokenize",
+		"/v1/load_lora_adapter", "/v1/unload_lora_adapter"}
 
 	f.Fuzz(func(t *testing.T, path uint8, body []byte) {
 		rec := httptest.NewRecorder()
@@ -55,6 +57,10 @@ func FuzzRequestParsing(f *testing.F) {
 		case http.StatusOK:
 			if strings.HasPrefix(rec.Header().Get("Content-Type"), "text/event-stream") {
 				require.True(t, strings.HasSuffix(rec.Body.String(), "data: [DONE]\n\n"), rec.Body.String())
+				return
+			}
+			if strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain") {
+				require.True(t, strings.HasPrefix(rec.Body.String(), "Success: LoRA adapter"), rec.Body.String())
 				return
 			}
 			require.True(t, json.Valid(rec.Body.Bytes()), rec.Body.String())

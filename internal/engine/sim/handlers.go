@@ -28,6 +28,19 @@ func (s *Server) newJob(id string, prompts [][]int, limits []int, req *genReques
 	return j
 }
 
+// attachAdapter runs j's sequences with the LoRA adapter the request's model names (none for
+// the base model); the adapter may have been unloaded since the model check (404).
+func (s *Server) attachAdapter(req *genRequest, j *job) error {
+	a, err := s.adapterFor(req)
+	if err != nil || a == nil {
+		return err
+	}
+	for _, q := range j.seqs {
+		q.lora, q.loraID = a.name, a.id
+	}
+	return nil
+}
+
 // await waits until every sequence of j finished. When ctx ends first, the sequences are aborted.
 func (s *Server) await(ctx context.Context, j *job) ([]progressView, error) {
 	views := make([]progressView, len(j.seqs))
@@ -93,6 +106,10 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	}
 	if j == nil {
 		j = s.newJob(id, [][]int{prompt}, []int{limit}, req)
+	}
+	if err := s.attachAdapter(req, j); err != nil {
+		openai.WriteError(w, err)
+		return
 	}
 	if err := s.submit(j.seqs); err != nil {
 		openai.WriteError(w, err)
@@ -251,6 +268,10 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	id := "cmpl-" + requestID(r)
 	j := s.newJob(id, prompts, limits, req)
+	if err := s.attachAdapter(req, j); err != nil {
+		openai.WriteError(w, err)
+		return
+	}
 	if err := s.submit(j.seqs); err != nil {
 		openai.WriteError(w, err)
 		return

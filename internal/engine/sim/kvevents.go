@@ -66,6 +66,9 @@ type kvEvent struct {
 	parent    BlockHash
 	hasParent bool
 	tokens    []int
+	// lora and loraID name the adapter of a BlockStored ("" and 0 for the base model).
+	lora   string
+	loraID int
 }
 
 // kvEventLog collects the events of one step. A nil log records nothing, so the simulator pays
@@ -108,12 +111,21 @@ func encodeKVEvent(e kvEvent, blockSize int, encoding string) any {
 	switch e.kind {
 	case kvBlockStored:
 		hashes, tokens := hashUint64s(e.hashes), e.tokens
+		var loraID *int
+		var loraName *string
+		extra := make([]any, len(hashes))
+		if e.lora != "" {
+			loraID, loraName = &e.loraID, &e.lora
+			for i := range extra {
+				extra[i] = []any{e.lora} // the block's extra keys, as hashed
+			}
+		}
 		if encoding == config.KVEventsEncodingArray {
 			// [tag, block_hashes, parent_block_hash, token_ids, block_size, lora_id, medium, lora_name]
-			return []any{"BlockStored", hashes, parent, tokens, blockSize, nil, mediumGPU, nil}
+			return []any{"BlockStored", hashes, parent, tokens, blockSize, loraID, mediumGPU, loraName}
 		}
 		return &storedMap{Type: "BlockStored", BlockHashes: hashes, ParentBlockHash: parent, TokenIDs: tokens,
-			BlockSize: blockSize, Medium: mediumGPU, ExtraKeys: make([]any, len(hashes))}
+			BlockSize: blockSize, LoRAID: loraID, Medium: mediumGPU, LoRAName: loraName, ExtraKeys: extra}
 	case kvBlockRemoved:
 		if encoding == config.KVEventsEncodingArray {
 			return []any{"BlockRemoved", hashUint64s(e.hashes), mediumGPU}

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,6 +21,10 @@ type vllmMetrics struct {
 	ttft, itl, tpot, e2e, queue prometheus.Observer
 	iterationTokens             prometheus.Observer
 	reqPromptTokens, reqGenToks prometheus.Observer
+	loraInfo                    *prometheus.GaugeVec
+	maxLora                     string
+	loraRunning, loraWaiting    string
+	loraSet                     bool
 }
 
 // Bucket boundaries, verbatim from vllm/v1/metrics/loggers.py.
@@ -47,7 +52,7 @@ func build125Buckets(maxValue int) []float64 {
 	}
 }
 
-func newVLLMMetrics(reg *prometheus.Registry, model string, maxModelLen int, cacheInfo prometheus.Labels) *vllmMetrics {
+func newVLLMMetrics(reg *prometheus.Registry, model string, maxModelLen int, cacheInfo prometheus.Labels, maxLoras int) *vllmMetrics {
 	labels := []string{"model_name", "engine"}
 	values := []string{model, "0"}
 	gauge := func(name, help string) prometheus.Gauge {
@@ -102,6 +107,10 @@ func newVLLMMetrics(reg *prometheus.Registry, model string, maxModelLen int, cac
 	for _, r := range []string{finishStop, finishLength, finishAbort} {
 		m.success[r] = success.WithLabelValues(model, "0", r)
 	}
+	m.loraInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:lora_requests_info",
+		Help: "Running stats on lora requests."}, []string{"max_lora", "waiting_lora_adapters", "running_lora_adapters"})
+	reg.MustRegister(m.loraInfo)
+	m.maxLora = strconv.Itoa(maxLoras)
 	names := make([]string, 0, len(cacheInfo))
 	for k := range cacheInfo {
 		names = append(names, k)
@@ -126,6 +135,17 @@ func cacheConfigInfo(blockSize, numGPUBlocks int, utilization float64) prometheu
 		"gpu_memory_utilization":   strconv.FormatFloat(utilization, 'g', -1, 64),
 		"engine":                   "0",
 	}
+}
+
+// setLoRAInfo sets vllm:lora_requests_info to the current adapters, its value the time they
+// changed (vLLM: set_to_current_time). vLLM keeps stale label sets; the simulator keeps one.
+func (m *vllmMetrics) setLoRAInfo(running, waiting string, now time.Time) {
+	if m.loraSet && running == m.loraRunning && waiting == m.loraWaiting {
+		return
+	}
+	m.loraInfo.Reset()
+	m.loraInfo.WithLabelValues(m.maxLora, waiting, running).Set(float64(now.UnixNano()) / 1e9)
+	m.loraRunning, m.loraWaiting, m.loraSet = running, waiting, true
 }
 
 // record adds a step's statistics and the scheduler's state after it.

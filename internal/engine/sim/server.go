@@ -44,9 +44,12 @@ type Server struct {
 	simStats *simMetrics
 	metricsH http.Handler
 
-	mu     sync.Mutex // guards core and closed
+	mu     sync.Mutex // guards core, closed, adapters and nextLoRAID
 	core   *core
 	closed bool
+	// adapters are the loaded LoRA adapters by name; nextLoRAID is the last id handed out.
+	adapters   map[string]*loraAdapter
+	nextLoRAID int
 
 	// kvPub publishes the core's KV events (nil when cfg.KVEventsEndpoint is empty); only the
 	// step loop publishes, so sequence numbers follow the steps.
@@ -131,13 +134,16 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 	s := &Server{
 		cfg: cfg, name: name, clk: clk, scale: scale, tok: tok, created: clk.Now().Unix(),
 		registry: registry,
-		metrics:  newVLLMMetrics(registry, cfg.ServedModelName, cfg.MaxModelLen, cacheConfigInfo(cfg.BlockSize, cfg.NumGPUBlocks, util)),
+		metrics: newVLLMMetrics(registry, cfg.ServedModelName, cfg.MaxModelLen, cacheConfigInfo(cfg.BlockSize, cfg.NumGPUBlocks, util),
+			max(1, cfg.MaxLoras)),
 		simStats: simStats,
 		metricsH: promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
 		core: newCore(coreConfig{numBlocks: cfg.NumGPUBlocks, blockSize: cfg.BlockSize, maxNumSeqs: cfg.MaxNumSeqs,
-			maxBatchedTokens: defaultMaxNumBatchedTokens, timing: NewTiming(gpu, model), hashSeed: DefaultHashSeed}),
-		kick: make(chan struct{}, 1),
-		done: make(chan struct{}),
+			maxBatchedTokens: defaultMaxNumBatchedTokens, maxLoras: cfg.MaxLoras, timing: NewTiming(gpu, model),
+			hashSeed: DefaultHashSeed}),
+		kick:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		adapters: map[string]*loraAdapter{},
 	}
 	if cfg.KVEventsEndpoint != "" {
 		if s.kvPub, err = newKVPublisher(cfg); err != nil {
@@ -293,6 +299,8 @@ func (s *Server) run() {
 func (s *Server) recordLocked() {
 	st := &s.core.stats
 	s.metrics.record(st, len(s.core.running), len(s.core.waiting), s.core.kv.usage())
+	run, wait := s.core.loraInfo()
+	s.metrics.setLoRAInfo(run, wait, s.clk.Now())
 	st.reset()
 }
 
@@ -362,6 +370,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		route(http.MethodPost, s.handleEmbeddings)
 	case "/detokenize":
 		route(http.MethodPost, s.handleDetokenize)
+	case "/v1/load_lora_adapter":
+		route(http.MethodPost, s.handleLoadLoRA)
+	case "/v1/unload_lora_adapter":
+		route(http.MethodPost, s.handleUnloadLoRA)
 	case "/reset_prefix_cache":
 		route(http.MethodPost, s.handleResetPrefixCache)
 	default:
@@ -392,14 +404,14 @@ func (s *Server) handleResetPrefixCache(w http.ResponseWriter, _ *http.Request) 
 }
 
 func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, modelList{Object: "list", Data: []modelCard{{
+	writeJSON(w, modelList{Object: "list", Data: append([]modelCard{{
 		ID: s.cfg.ServedModelName, Object: "model", Created: s.created, OwnedBy: "vllm", Root: s.cfg.Model,
 		MaxModelLen: s.cfg.MaxModelLen,
 		Permission: []modelPermission{{
 			ID: "modelperm-" + randomID(), Object: "model_permission", Created: s.created,
 			AllowSampling: true, AllowLogprobs: true, AllowView: true, Organization: "*",
 		}},
-	}}})
+	}}, s.adapterCards()...)})
 }
 
 // readRequest reads and decodes the body and checks the model, in vLLM's order: body
@@ -417,10 +429,8 @@ func (s *Server) readRequest(r *http.Request) (*genRequest, error) {
 }
 
 func (s *Server) checkModel(req *genRequest) error {
-	if req.Model != nil && *req.Model != "" && *req.Model != s.cfg.ServedModelName {
-		return modelNotFound(*req.Model)
-	}
-	return nil
+	_, err := s.adapterFor(req)
+	return err
 }
 
 // checkLength applies vLLM's context-length checks (OpenAIServing._validate_input) and returns

@@ -85,8 +85,8 @@ func TestDefaultProfile(t *testing.T) {
 	require.Contains(t, s.String(), "prefix-cache-scorer:3")
 }
 
-// Every registered type builds with no parameters (all have defaults), except no-hit-lru which
-// needs its prefix plugin declared first.
+// Every registered type builds with empty parameters (all have defaults); no-hit-lru and
+// predicted-latency are pointed at the prefix plugin declared first.
 func TestEveryTypeBuildsWithDefaults(t *testing.T) {
 	reg := Registry()
 	for _, typ := range reg.Types() {
@@ -99,8 +99,7 @@ func TestEveryTypeBuildsWithDefaults(t *testing.T) {
 				cfg.Plugins[1].Parameters = []byte(`{"prefixPluginName":"p"}`)
 			}
 			if typ == "prefix-cache-scorer" {
-				cfg.Plugins[0].Name = "" // would clash with... nothing; keep both distinct
-				cfg.Plugins[1].Name = "q"
+				cfg.Plugins[1].Name = "q" // a second prefix-cache-scorer instance under its own name
 				cfg.SchedulingProfiles[0].Plugins[0].PluginRef = "q"
 			}
 			s, err := scheduling.Build(cfg, reg, rand.NewPCG(3, 4))

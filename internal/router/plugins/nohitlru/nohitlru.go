@@ -35,8 +35,9 @@ var (
 	_ prefixMatcher         = (*scheduling.PrefixScorer)(nil)
 )
 
-// Scorer scores cold requests only: an endpoint that never received a cold request scores 1,
-// the others rank by how long ago they last did, from 1 (longest ago) down to 0 (most recent).
+// Scorer scores cold requests only, by the sequence number of each endpoint's last cold request
+// (never = 0), min-max normalised with lower better: the least recently used endpoint scores 1,
+// the most recent 0, the others linearly in between.
 // Requests with a prefix hit somewhere score 0 everywhere (neutral), leaving them to the prefix
 // scorer. It is safe for concurrent use.
 type Scorer struct {
@@ -86,7 +87,6 @@ func (s *Scorer) Score(req *scheduling.Request, eps []*scheduling.Endpoint, scor
 	req.Write(coldKey, true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Rank by last cold assignment: never (0) first. Scores spread evenly over [0,1].
 	vals, ok := make([]float64, len(eps)), make([]bool, len(eps))
 	for i, e := range eps {
 		vals[i], ok[i] = float64(s.last[e.Name]), true
