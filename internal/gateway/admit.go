@@ -184,6 +184,9 @@ func (tk *ticket) settle(ctx context.Context, prompt, cached, completion int64) 
 			err = op()
 		}
 		if err != nil {
+			if errors.Is(err, errBackend) {
+				g.m.backendErrors.WithLabelValues(what).Inc()
+			}
 			g.log.WarnContext(ctx, "gateway: settling admission failed", "what", what, "err", err)
 		}
 	}

@@ -192,3 +192,75 @@ func TestSpendCapMemory(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(h.gw.m.quotaRefused.WithLabelValues("spend")))
 	require.Equal(t, 200, h.do("POST", openai.PathChatCompletions, chatBody("m1", 10, 5, "")).Code, "75 + 20 fits")
 }
+
+// blockingEngine holds every request until release is closed, telling entered when it arrives.
+type blockingEngine struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (e *blockingEngine) RoundTrip(r *http.Request) (*http.Response, error) {
+	e.entered <- struct{}{}
+	<-e.release
+	return randomEngine{}.RoundTrip(r)
+}
+
+func TestMaxConcurrentThroughGateway(t *testing.T) {
+	cfg := tierConfig(map[string]config.Policy{"one": {MaxConcurrent: ptr64(1)}}, "one")
+	st := openTestStore(t)
+	a := NewAdmin(st, testSecret)
+	ctx := context.Background()
+	_, err := a.CreateTenant(ctx, "acme", 0, 0, nil)
+	require.NoError(t, err)
+	key, _, err := a.CreateKey(ctx, "acme", "")
+	require.NoError(t, err)
+	eng := &blockingEngine{entered: make(chan struct{}, 4), release: make(chan struct{})}
+	g, err := New(cfg, st, testSecret, eng, testclock.NewFakeClock(t0), nil, nil)
+	require.NoError(t, err)
+	send := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", openai.PathChatCompletions, strings.NewReader(simpleChat))
+		r.Header.Set("Authorization", "Bearer "+key)
+		w := httptest.NewRecorder()
+		g.ServeHTTP(w, r)
+		return w
+	}
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- send() }()
+	<-eng.entered // the first request holds the only slot
+	w := send()
+	require.Equal(t, 429, w.Code)
+	require.Contains(t, w.Body.String(), `"code":"rate_limit_exceeded"`)
+	require.Contains(t, w.Body.String(), "Too many concurrent requests")
+	require.Equal(t, "1", w.Header().Get(openai.HeaderRetryAfter))
+	close(eng.release)
+	require.Equal(t, 200, (<-first).Code)
+	require.Equal(t, 200, send().Code, "the slot was released at completion")
+	require.Equal(t, 1.0, testutil.ToFloat64(g.m.rateLimited.WithLabelValues("concurrency")))
+}
+
+func TestAdminActionsAreAudited(t *testing.T) {
+	st := openTestStore(t)
+	a := NewAdmin(st, testSecret).WithActor("ops@example.com")
+	ctx := context.Background()
+	_, err := a.CreateTenant(ctx, "acme", 1, 2, []string{"m"})
+	require.NoError(t, err)
+	_, k, err := a.CreateKey(ctx, "acme", "")
+	require.NoError(t, err)
+	require.NoError(t, a.SetTenantPolicy(ctx, "acme", "gold", config.Policy{RPM: ptr64(3)}))
+	require.NoError(t, a.SetKeyPolicy(ctx, k.ID, config.Policy{TPM: ptr64(4)}))
+	_, err = a.SetPrice(ctx, "m", t0, 1, 2, 3)
+	require.NoError(t, err)
+	require.NoError(t, a.RevokeKey(ctx, k.ID))
+	require.Error(t, a.SetTenantPolicy(ctx, "acme", "", config.Policy{RPM: ptr64(-1)}), "refused: not audited")
+	es, err := a.Audit(ctx)
+	require.NoError(t, err)
+	var got []string
+	for _, e := range es {
+		require.Equal(t, "ops@example.com", e.Actor)
+		got = append(got, e.Action+" "+e.Target)
+	}
+	require.Equal(t, []string{"tenant.create acme", "key.create " + k.ID, "tenant.policy acme", "key.policy " + k.ID, "price.set m", "key.revoke " + k.ID}, got)
+	n, err := a.VerifyAudit(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 6, n)
+}

@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"limit"})
 	m.backendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "strata_gateway_admission_backend_errors_total",
-		Help: "Admission checks that could not reach the admission backend (Redis), by limit.",
+		Help: "Admission checks and settlements that could not reach the admission backend (Redis), by limit.",
 	}, []string{"limit"})
 	m.failedOpen = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "strata_gateway_admission_failed_open_total",

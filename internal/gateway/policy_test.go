@@ -184,3 +184,28 @@ func TestMonthlyTokenQuota(t *testing.T) {
 	h.clk.SetTime(time.Date(2026, 4, 1, 4, 0, 0, 0, time.UTC))
 	require.Equal(t, 200, h.do("POST", openai.PathChatCompletions, body).Code, "April in New York")
 }
+
+func TestTierConfigYAML(t *testing.T) {
+	cfg := config.Default()
+	require.NoError(t, config.Parse([]byte(`
+gateway:
+  default_tier: free
+  billing_time_zone: Europe/Berlin
+  tiers:
+    free: {models: [small], rpm: 10, tpm: 10000, max_concurrent: 2, monthly_tokens: 1000000,
+           monthly_spend_micros: 5000000, max_tokens_default: 256, max_tokens_cap: 1024, objective: batch}
+  admission: {backend: redis, redis_url: "redis://127.0.0.1:6379/2", fail_open: {spend: true}}
+`), cfg))
+	require.NoError(t, cfg.Finish())
+	g := cfg.Gateway
+	require.Equal(t, config.Policy{Models: []string{"small"}, RPM: ptr64(10), TPM: ptr64(10000), MaxConcurrent: ptr64(2),
+		MonthlyTokens: ptr64(1_000_000), MonthlySpendMicros: ptr64(5_000_000), MaxTokensDefault: ptr64(256), MaxTokensCap: ptr64(1024),
+		Objective: sp("batch")}, g.Tiers["free"])
+	require.True(t, g.Admission.FailsOpen("spend"))
+	require.True(t, g.Admission.FailsOpen("rates"))
+	require.False(t, g.Admission.FailsOpen("quota"))
+	require.Equal(t, 10*time.Minute, g.Admission.ReservationTTL.D())
+	loc, err := g.Location()
+	require.NoError(t, err)
+	require.Equal(t, "Europe/Berlin", loc.String())
+}

@@ -216,10 +216,13 @@ for i = 2, 4 do redis.call("EXPIRE", KEYS[i], ARGV[5]) end
 return {1, used + reserved}
 `)
 
-// settleScript: KEYS as reserveScript; ARGV request id, actual. Ends the reservation (if it did
-// not expire) and adds actual to the settled usage, when that usage is loaded (otherwise the
-// ledger, read when it is loaded, has it).
+// settleScript: KEYS as reserveScript plus KEYS[5], the settlement's marker; ARGV request id,
+// actual, marker lifetime in seconds. Ends the reservation (if it did not expire) and adds actual
+// to the settled usage, when that usage is loaded (otherwise the ledger, read when it is loaded,
+// has it). Idempotent: a client retry of a call whose answer was lost (a read timeout) finds the
+// marker and changes nothing, so usage is never counted twice.
 var settleScript = redis.NewScript(`
+if not redis.call("SET", KEYS[5], "1", "NX", "EX", ARGV[3]) then return 0 end
 local a = redis.call("HGET", KEYS[2], ARGV[1])
 if a then
 	redis.call("HDEL", KEYS[2], ARGV[1])
@@ -229,6 +232,10 @@ end
 if redis.call("EXISTS", KEYS[1]) == 1 then redis.call("INCRBY", KEYS[1], ARGV[2]) end
 return 1
 `)
+
+// settleMarkerTTL is how long a settlement's marker lives: longer than any client retry of the
+// call (seconds), short enough that markers do not pile up (one small key per request).
+const settleMarkerTTL = 5 * time.Minute
 
 // budgetLifetime is how long a budget's keys outlive their last use: past the end of any month.
 const budgetLifetime = 40 * 24 * time.Hour
@@ -263,7 +270,8 @@ func (r *redisBackend) reserve(ctx context.Context, b budgetKey, requestID strin
 }
 
 func (r *redisBackend) settleBudget(ctx context.Context, b budgetKey, requestID string, actual int64) error {
-	if err := settleScript.Run(ctx, r.rdb, r.budgetKeys(b), requestID, actual).Err(); err != nil {
+	keys := append(r.budgetKeys(b), r.prefix+"budget:{"+b.String()+"}:settled:"+requestID)
+	if err := settleScript.Run(ctx, r.rdb, keys, requestID, actual, int64(settleMarkerTTL/time.Second)).Err(); err != nil {
 		return backendErr(err)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
@@ -114,7 +115,17 @@ func FuzzExtractText(f *testing.F) {
 	f.Add("a.json", []byte(`{"a":[1,2]}`))
 	f.Add("a.md", []byte("# x\n\xff"))
 	f.Fuzz(func(t *testing.T, name string, b []byte) {
-		text, err := extractText(name, b)
+		var (
+			text string
+			err  error
+		)
+		done := make(chan struct{})
+		go func() { defer close(done); text, err = extractText(name, b) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("extractText(%q) hangs on %q", name, b)
+		}
 		if err != nil {
 			var bad *errInvalidFile
 			require.ErrorAs(t, err, &bad)
@@ -123,7 +134,14 @@ func FuzzExtractText(f *testing.F) {
 		if len(text) > 4096 {
 			text = text[:4096]
 		}
-		chunks, err := chunkText(text, chunking{MaxChunkSizeTokens: 100, ChunkOverlapTokens: 50})
+		var chunks []string
+		done = make(chan struct{})
+		go func() { defer close(done); chunks, err = chunkText(text, chunking{MaxChunkSizeTokens: 100, ChunkOverlapTokens: 50}) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("chunkText hangs on %q", text)
+		}
 		require.NoError(t, err)
 		for _, c := range chunks {
 			require.True(t, utf8.ValidString(c))

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/ledongthuc/pdf"
@@ -85,36 +86,14 @@ type errInvalidFile struct{ msg string }
 
 func (e *errInvalidFile) Error() string { return e.msg }
 
-// extractText returns the text of a file by its extension: PDF text (github.com/ledongthuc/pdf),
+// extractText returns the text of a file by its extension: PDF text (extractPDF),
 // the text nodes of HTML outside script and style (golang.org/x/net/html), JSON as written
 // (checked), anything else as UTF-8 text. Errors: *errInvalidFile for content that is not
 // what its name says.
 func extractText(filename string, b []byte) (text string, err error) {
 	switch strings.ToLower(path.Ext(filename)) {
 	case ".pdf":
-		defer func() {
-			if recover() != nil { // the PDF reader panics on some corrupt files
-				text, err = "", &errInvalidFile{"The PDF could not be read."}
-			}
-		}()
-		r, err := pdf.NewReader(bytes.NewReader(b), int64(len(b)))
-		if err != nil {
-			return "", &errInvalidFile{"The PDF could not be read."}
-		}
-		pages, ok := pdfPages(r.Trailer().Key("Root").Key("Pages"))
-		if !ok {
-			return "", &errInvalidFile{"The PDF's page tree is malformed."}
-		}
-		var sb strings.Builder
-		for _, pg := range pages {
-			t, err := pg.GetPlainText(nil)
-			if err != nil {
-				return "", &errInvalidFile{"The PDF's text could not be extracted."}
-			}
-			sb.WriteString(t)
-			sb.WriteByte('\n')
-		}
-		return sb.String(), nil
+		return extractPDF(b)
 	case ".html", ".htm":
 		doc, err := html.Parse(bytes.NewReader(b))
 		if err != nil {
@@ -147,6 +126,113 @@ func extractText(filename string, b []byte) (text string, err error) {
 		return "", &errInvalidFile{"The file is not UTF-8 text."}
 	}
 	return string(b), nil
+}
+
+// pdfTimeout bounds the reading of one PDF; pdfSlots bounds the PDFs read at once.
+var (
+	pdfTimeout = 10 * time.Second
+	pdfSlots   = make(chan struct{}, 4)
+)
+
+// extractPDF returns the text of a PDF (github.com/ledongthuc/pdf), in page order.
+//
+// That reader trusts its input: it loops forever on a page tree whose Kids refer back to an
+// ancestor, or an xref chain whose /Prev refers back (both found by FuzzExtractText). Both
+// are refused before it runs (pdfPages, pdfPrevCycle). For loops not yet known, the reading
+// runs in its own goroutine under pdfTimeout: on expiry the file fails and the goroutine is
+// abandoned still holding its slot, so at most cap(pdfSlots) can ever spin; after that PDFs
+// fail with "busy" until a restart. Its panics are recovered as invalid files.
+func extractPDF(b []byte) (string, error) {
+	if pdfPrevCycle(b) {
+		return "", &errInvalidFile{"The PDF's cross-reference chain is malformed."}
+	}
+	select {
+	case pdfSlots <- struct{}{}:
+	default:
+		return "", &errInvalidFile{"Too many PDFs are being read; try again later."}
+	}
+	type result struct {
+		text string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() {
+			if recover() != nil { // the reader panics on some corrupt files
+				r = result{"", &errInvalidFile{"The PDF could not be read."}}
+			}
+			<-pdfSlots
+			ch <- r
+		}()
+		r.text, r.err = readPDF(b)
+	}()
+	t := time.NewTimer(pdfTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.text, r.err
+	case <-t.C:
+		return "", &errInvalidFile{"The PDF took too long to read."}
+	}
+}
+
+func readPDF(b []byte) (string, error) {
+	r, err := pdf.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return "", &errInvalidFile{"The PDF could not be read."}
+	}
+	pages, ok := pdfPages(r.Trailer().Key("Root").Key("Pages"))
+	if !ok {
+		return "", &errInvalidFile{"The PDF's page tree is malformed."}
+	}
+	var sb strings.Builder
+	for _, pg := range pages {
+		t, err := pg.GetPlainText(nil)
+		if err != nil {
+			return "", &errInvalidFile{"The PDF's text could not be extracted."}
+		}
+		sb.WriteString(t)
+		sb.WriteByte('\n')
+	}
+	return sb.String(), nil
+}
+
+// pdfPrevCycle reports whether the xref chain of a PDF may loop: a /Prev offset that repeats,
+// or that equals the startxref offset. Any cycle of the chain from startxref shows as one of
+// the two (scanning every /Prev of the file over-approximates the chain, which only refuses
+// files with duplicated /Prev entries, malformed anyway).
+func pdfPrevCycle(b []byte) bool {
+	num := func(rest []byte) (string, bool) {
+		rest = bytes.TrimLeft(rest, " \t\r\n")
+		n := 0
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		return string(rest[:n]), n > 0
+	}
+	seen := map[string]bool{}
+	if i := bytes.LastIndex(b, []byte("startxref")); i >= 0 {
+		if n, ok := num(b[i+len("startxref"):]); ok {
+			seen[strings.TrimLeft(n, "0")] = true
+		}
+	}
+	for rest := b; ; {
+		i := bytes.Index(rest, []byte("/Prev"))
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len("/Prev"):]
+		n, ok := num(rest)
+		if !ok {
+			continue
+		}
+		n = strings.TrimLeft(n, "0")
+		if seen[n] {
+			return true
+		}
+		seen[n] = true
+	}
 }
 
 // PDF page tree bounds: deeper trees, more nodes or more pages are refused as malformed.

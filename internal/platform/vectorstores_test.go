@@ -3,6 +3,7 @@ package platform
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -278,4 +279,33 @@ func TestVectorStoreBadInput(t *testing.T) {
 	stores, err := env.client("sk-alice").VectorStores.List(t.Context(), oai.VectorStoreListParams{})
 	require.NoError(t, err)
 	require.Len(t, stores.Data, 1, "a store whose files could not be attached is not left behind")
+}
+
+// Crafted PDFs that make the PDF reader loop forever fail as invalid files instead.
+func TestExtractPDFLoops(t *testing.T) {
+	b := minimalPDF("Hello")
+	selfKids := bytes.Replace(b, []byte("/Kids [3 0 R]"), []byte("/Kids [2 0 R]"), 1)
+	i := bytes.LastIndex(b, []byte("/Root 1 0 R"))
+	x := bytes.LastIndex(b, []byte("startxref\n"))
+	xref := strings.TrimSpace(string(b[x+len("startxref\n") : len(b)-len("%%EOF\n")]))
+	selfPrev := slices.Concat(b[:i], []byte("/Prev "+xref+" "), b[i:])
+	for name, in := range map[string][]byte{"page tree cycle": selfKids, "xref /Prev cycle": selfPrev} {
+		t.Run(name, func(t *testing.T) {
+			_, err := extractText("a.pdf", in)
+			var bad *errInvalidFile
+			require.ErrorAs(t, err, &bad)
+		})
+	}
+	require.False(t, pdfPrevCycle(b))
+}
+
+// BenchmarkChunkText measures static chunking (800/400 cl100k tokens) of a 100 KB text.
+func BenchmarkChunkText(b *testing.B) {
+	text := strings.Repeat("The router keeps every iteration of an agent loop on a warm replica. ", 1500)
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		if _, err := chunkText(text, chunking{MaxChunkSizeTokens: 800, ChunkOverlapTokens: 400}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -42,6 +42,7 @@ type Stack struct {
 	handler  http.Handler
 	store    *store.Store
 	router   *router.Router
+	gateway  *gateway.Gateway
 
 	// DevKey is the development tenant's API key when this start created it, else "".
 	DevKey string
@@ -118,6 +119,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (st *Stack, 
 		if err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
+		s.gateway = g
 		link(g, config.LayerGateway)
 	}
 	if cfg.Has(config.LayerPlatform) {
@@ -224,6 +226,9 @@ func (s *Stack) Close() {
 	s.wg.Wait()
 	for _, sm := range s.sims {
 		sm.Close()
+	}
+	if s.gateway != nil {
+		_ = s.gateway.Close()
 	}
 	if s.store != nil {
 		_ = s.store.Close()

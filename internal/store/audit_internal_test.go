@@ -40,3 +40,16 @@ func TestAuditTamper(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewaySchemaNewerThanBinary: a database migrated by a newer binary is refused rather than
+// written with a schema this code does not know.
+func TestGatewaySchemaNewerThanBinary(t *testing.T) {
+	ctx := context.Background()
+	st, err := Open(ctx, config.Store{Driver: "sqlite", DSN: filepath.Join(t.TempDir(), "strata.db")})
+	require.NoError(t, err)
+	defer st.Close()
+	require.NoError(t, st.MigrateGateway(ctx))
+	_, err = st.db.ExecContext(ctx, `INSERT INTO schema_migrations (component, version, applied_at) VALUES ('gateway', 99, 0)`)
+	require.NoError(t, err)
+	require.ErrorContains(t, st.MigrateGateway(ctx), "gateway schema version 99 is newer than this binary's 3")
+}

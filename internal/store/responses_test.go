@@ -21,7 +21,7 @@ const responsesTestPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=d
 
 // responsesTestStores opens the store on SQLite in a temp dir and, when reachable, on
 // PostgreSQL in a schema of its own (via search_path), so parallel runs do not collide.
-func responsesTestStores(t *testing.T) map[string]*store.Store {
+func responsesTestStores(t testing.TB) map[string]*store.Store {
 	t.Helper()
 	ctx := context.Background()
 	out := map[string]*store.Store{}

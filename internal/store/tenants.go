@@ -32,7 +32,8 @@ type Tenant struct {
 	Policy config.Policy
 }
 
-// Allows reports whether the tenant may use model: true when the allowlist is empty or names it.
+// Allows reports whether the tenant's own allowlist (the models column) lets it use model: true when
+// the list is empty or names it. The gateway enforces the effective policy (tier and overrides).
 func (t *Tenant) Allows(model string) bool {
 	return len(t.Models) == 0 || slices.Contains(t.Models, model)
 }

@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,6 +95,39 @@ func TestVectorStores(t *testing.T) {
 			counts, err = st.VectorStoreFileCounts(ctx, "vs_1")
 			require.NoError(t, err)
 			require.Zero(t, counts.Total)
+		})
+	}
+}
+
+// BenchmarkSearchChunks measures keyword search over 10k chunks of one vector store (SQLite
+// FTS5, or PostgreSQL when reachable): go test -run XXX -bench SearchChunks ./internal/store/
+func BenchmarkSearchChunks(b *testing.B) {
+	words := strings.Fields("kv cache prefix router replica token batch decode prefill lora adapter tenant quota gateway platform engine scheduler queue latency throughput")
+	for name, st := range responsesTestStores(b) {
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			id := fmt.Sprintf("vs_bench_%d", time.Now().UnixNano())
+			require.NoError(b, st.CreateVectorStore(ctx, &store.VectorStore{ID: id, Owner: "o", CreatedAt: time.Now(), Metadata: json.RawMessage(`{}`)}))
+			for f := range 10 {
+				chunks := make([]string, 1000)
+				for i := range chunks {
+					var sb strings.Builder
+					for j := range 60 {
+						sb.WriteString(words[(i*7+j*13+f)%len(words)])
+						sb.WriteByte(' ')
+					}
+					chunks[i] = sb.String()
+				}
+				require.NoError(b, st.PutVectorStoreFile(ctx, "o", &store.VectorStoreFile{VectorStoreID: id, FileID: fmt.Sprintf("f%d", f),
+					CreatedAt: time.Now(), Status: "completed"}, chunks))
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				hits, err := st.SearchChunks(ctx, "o", []string{id}, "prefix cache replica", 10)
+				if err != nil || len(hits) != 10 {
+					b.Fatal(err, len(hits))
+				}
+			}
 		})
 	}
 }

@@ -147,7 +147,7 @@ func knownNames[T any](m map[string]T) string {
 
 // Timing is the roofline latency model of one engine step.
 //
-//	step = prefill + decode + overhead + tp sync
+//	step = prefill + decode + overhead + decode tokens * per-token overhead + tp sync
 //	prefill = prefill tokens * 2 * Params / (TP * PeakBF16FLOPS * MFU)
 //	decode  = max((WeightBytes + KV bytes read by the batch) / (TP * HBMBytesPerSec * BWEfficiency),
 //	              decode tokens * 2 * Params / (TP * PeakBF16FLOPS * MFU))
@@ -168,10 +168,14 @@ type Timing struct {
 	// BWEfficiency is the fraction of peak HBM bandwidth a decode step achieves. 0.8: the
 	// fraction of peak memory-bound GEMV kernels reach on H100 (~80-90%).
 	BWEfficiency float64
-	// StepOverhead is the fixed cost of a step (scheduler, sampler, kernel launches). 1 ms is a
-	// calibration: with it a batch-1 decode step of Llama-3.1-8B on H100-SXM is ~7 ms, i.e.
-	// ~140 tokens/s, in line with published single-stream vLLM figures for that pair.
-	StepOverhead time.Duration
+	// StepOverhead is the fixed cost of a step (scheduler, kernel launches) and
+	// DecodeTokenOverhead the cost each decoding request adds to it (input preparation,
+	// sampling, detokenization, output processing: vLLM's per-request CPU work, plus attention
+	// work the bandwidth term misses). 0.3 ms and 0.23 ms are a calibration on two published
+	// points (docs/simulator.md, TestFidelity): Llama-3.1-8B on H100 at concurrency 1 (TPOT
+	// 6.48 ms) and 16 (10.94 ms).
+	StepOverhead        time.Duration
+	DecodeTokenOverhead time.Duration
 	// AllReduceLatency is the cost of one small all-reduce between the TP GPUs of a replica.
 	// 10 µs: the order of NCCL's latency for decode-sized messages over NVLink (an estimate;
 	// PCIe-only GPUs such as L40S and A10G are slower).
@@ -180,8 +184,8 @@ type Timing struct {
 
 // NewTiming returns the timing model of model on gpu with the default efficiency factors.
 func NewTiming(gpu GPUProfile, model ModelProfile) Timing {
-	return Timing{GPU: gpu, Model: model, MFU: 0.5, BWEfficiency: 0.8, StepOverhead: time.Millisecond,
-		AllReduceLatency: 10 * time.Microsecond}
+	return Timing{GPU: gpu, Model: model, MFU: 0.5, BWEfficiency: 0.8, StepOverhead: 300 * time.Microsecond,
+		DecodeTokenOverhead: 230 * time.Microsecond, AllReduceLatency: 10 * time.Microsecond}
 }
 
 // StepTime returns the modelled duration of a step that computes prefillTokens prompt (or
@@ -196,7 +200,7 @@ func (t Timing) StepTime(prefillTokens, decodeTokens, kvTokens int) time.Duratio
 		bytes := t.Model.WeightBytes() + float64(kvTokens)*t.Model.KVBytesPerToken()
 		decode = max(bytes/(t.GPU.HBMBytesPerSec*t.BWEfficiency*tp), float64(decodeTokens)*2*t.Model.Params/flops)
 	}
-	d := time.Duration((prefill+decode)*float64(time.Second)) + t.StepOverhead
+	d := time.Duration((prefill+decode)*float64(time.Second)) + t.StepOverhead + time.Duration(decodeTokens)*t.DecodeTokenOverhead
 	if t.Model.TP() > 1 {
 		d += time.Duration(2*t.Model.Layers) * t.AllReduceLatency
 	}

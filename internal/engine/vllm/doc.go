@@ -8,7 +8,8 @@
 //   - a Subscriber (subscriber.go) that rebuilds one replica's cached block set from them,
 //     replaying gaps from the replica's ROUTER replay socket;
 //   - ParseMetrics (metrics.go): an engine's /metrics text (vllm/v1/metrics/loggers.py names)
-//     into the Telemetry the router scores replicas with.
+//     into the Telemetry the router scores replicas with;
+//   - a Client (client.go) for /metrics, /tokenize and LoRA load/unload.
 //
 // Malformed input never panics: decoders return errors wrapping ErrMalformed, and the
 // subscriber counts and skips them. The package imports no other layer: the router defines the

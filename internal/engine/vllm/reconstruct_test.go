@@ -65,6 +65,13 @@ func TestSubscriberReconstructsSimCacheExactly(t *testing.T) {
 				complete(t, hs.URL, prompt(5000+i, 17))
 				time.Sleep(5 * time.Millisecond)
 			}
+			// An adapter's blocks hash apart from the base model's and carry its name.
+			resp, err := http.Post(hs.URL+"/v1/load_lora_adapter", "application/json",
+				bytes.NewReader([]byte(`{"lora_name":"sql-lora","lora_path":"/adapters/sql"}`)))
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			require.NoError(t, postModel(hs.URL, "sql-lora", prompt(1, 64)))
 			var wg sync.WaitGroup
 			for g := range 8 {
 				wg.Add(1)
@@ -130,8 +137,15 @@ func complete(t *testing.T, base string, p []int) {
 }
 
 // post sends a completion of prompt p with 8 output tokens.
-func post(base string, p []int) error {
-	body, err := json.Marshal(map[string]any{"prompt": p, "max_tokens": 8, "ignore_eos": true})
+func post(base string, p []int) error { return postModel(base, "", p) }
+
+// postModel is post for a model (an adapter name; "" for the base model).
+func postModel(base, model string, p []int) error {
+	req := map[string]any{"prompt": p, "max_tokens": 8, "ignore_eos": true}
+	if model != "" {
+		req["model"] = model
+	}
+	body, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
