@@ -85,7 +85,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return err
 			},
 		},
-		serveCmd(g), simCmd(g), keysCmd(g), tenantsCmd(g), usageCmd(g), replayCmd(g),
+		serveCmd(g), simMultiCmd(g), keysCmd(g), tenantsCmd(g), usageCmd(g), replayCmd(g),
 		billCmd(g), pricesCmd(g), policyCmd(g), auditCmd(g),
 	)
 	err := root.ExecuteContext(ctx)

@@ -3,15 +3,11 @@ package cli
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
-	"k8s.io/utils/clock"
 
 	"github.com/strata-inference/strata/internal/config"
-	"github.com/strata-inference/strata/internal/engine/sim"
 	"github.com/strata-inference/strata/internal/stack"
 )
 
@@ -93,49 +89,6 @@ Try it:
       -d '{"model":"%s","stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
 
 `, *cfg.Gateway.DevTenant, key, base, key, model)
-}
-
-func simCmd(g *globals) *cobra.Command {
-	var listen, model string
-	cmd := &cobra.Command{
-		Use:   "sim",
-		Short: "Run one simulated vLLM replica (the OpenAI server shape, /metrics, /health)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.loadConfig(func(c *config.Config) {
-				if model != "" {
-					c.Sim.ServedModelName = model
-				}
-			})
-			if err != nil {
-				return err
-			}
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
-			srv, err := sim.New(cfg.Sim, "sim", clock.RealClock{}, prometheus.NewRegistry())
-			if err != nil {
-				return err
-			}
-			defer srv.Close()
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fmt.Errorf("listen: %w", err)
-			}
-			hs := &http.Server{Handler: srv}
-			go func() { <-cmd.Context().Done(); _ = hs.Close() }()
-			log.Info("listening", "serves", "simulated vLLM replica", "url", "http://"+ln.Addr().String(),
-				"model", cfg.Sim.ServedModelName, "gpu", cfg.Sim.GPU)
-			if err := hs.Serve(ln); err != http.ErrServerClosed {
-				return err
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8000", "address to serve on (host:port)")
-	cmd.Flags().StringVar(&model, "served-model-name", "", "model name of the API (default: sim.model of the config)")
-	return cmd
 }
 
 func splitList(s string) []string {

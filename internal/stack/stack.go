@@ -136,11 +136,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (st *Stack, 
 	return s, nil
 }
 
-func (s *Stack) startSims(clk clock.Clock) ([]config.Engine, error) {
-	var engines []config.Engine
+func (s *Stack) startSims(clk clock.Clock) (engines []config.Engine, err error) {
 	for i := range s.cfg.Sim.Replicas {
 		name := fmt.Sprintf("sim-%d", i)
-		srv, err := sim.New(s.cfg.Sim, name, clk, prometheus.NewRegistry())
+		rc := s.cfg.Sim // each replica's KV-event sockets on its own port, as vLLM offsets per rank
+		if rc.KVEventsEndpoint, err = sim.OffsetEndpointPort(rc.KVEventsEndpoint, i); err == nil {
+			rc.KVEventsReplayEndpoint, err = sim.OffsetEndpointPort(rc.KVEventsReplayEndpoint, i)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("engine %s: %w", name, err)
+		}
+		srv, err := sim.New(rc, name, clk, prometheus.NewRegistry())
 		if err != nil {
 			return nil, fmt.Errorf("engine %s: %w", name, err)
 		}
