@@ -136,7 +136,10 @@ func FuzzExtractText(f *testing.F) {
 		}
 		var chunks []string
 		done = make(chan struct{})
-		go func() { defer close(done); chunks, err = chunkText(text, chunking{MaxChunkSizeTokens: 100, ChunkOverlapTokens: 50}) }()
+		go func() {
+			defer close(done)
+			chunks, err = chunkText(text, chunking{MaxChunkSizeTokens: 100, ChunkOverlapTokens: 50})
+		}()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):

@@ -1,16 +1,15 @@
 // Package platform is Strata's workflow layer: the top of the chain
 // (platform -> gateway -> router -> engine), answering *what* workflow runs.
 //
-// In this first cut it passes the inference endpoints (chat completions, completions,
-// embeddings, models) through to the layer below unchanged, and owns the OpenAI Responses API:
-// POST /v1/responses becomes one POST /v1/chat/completions on the layer below, with the
-// conversation of a previous_response_id chain read from the store, and the answer mapped back
-// to a Response object (or its event stream). GET and DELETE /v1/responses/{id} and
-// GET /v1/responses/{id}/input_items read the store.
-//
-// Issue 6 deepens this package in place: a server-side tool loop (function, file_search, mcp)
-// around the one inference call, conversations, files and vector stores, and tenant identity
-// from the gateway instead of the API-key owner token used here.
+// It passes the inference endpoints (chat completions, completions, embeddings, models) through
+// to the layer below unchanged, and owns the OpenAI Responses, Conversations, Files and Vector
+// Stores APIs. POST /v1/responses runs an agent loop (loop.go): one POST /v1/chat/completions
+// per iteration on the layer below, with the function tools translated to chat tools; calls of
+// client-side functions are returned as function_call items, server-side tools (file_search)
+// run in the platform and the model is called again, up to max_infer_iters. History comes from
+// a previous_response_id chain or a conversation, both in the store; every call carries
+// X-Strata-Session so the router keeps the loop on a warm replica. Every stored object belongs
+// to the API key that created it (ownerOf); tenant identity from the gateway is not wired yet.
 package platform
 
 import (

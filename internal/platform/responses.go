@@ -47,6 +47,8 @@ type turn struct {
 	server map[string]serverTool
 	// maxTokens is max_tokens of the next inference call: what is left of max_output_tokens.
 	maxTokens *int64
+	// calls counts the inference calls made so far.
+	calls int
 	// lastHeader is the header of the last answer of the layer below (rate-limit headers).
 	lastHeader http.Header
 	// noMoreTools is set once max_tool_calls is reached: later calls get tool_choice "none".
@@ -250,10 +252,10 @@ func (p *Platform) save(ctx context.Context, t *turn, res *response, resJSON []b
 	})
 }
 
-// callChat sends the turn's chat completion to the layer below. The caller's headers go along
-// (Authorization for the gateway, X-Request-Id), with X-Strata-Session set to the chain's
-// first response id so the router keeps the conversation on a replica whose KV cache holds
-// its prefix. A non-200 answer is returned as an *upstreamError to relay.
+// callChat sends the turn's next chat completion to the layer below. The caller's headers go
+// along (Authorization for the gateway, X-Request-Id, suffixed ":1", ":2", ... from the
+// loop's second call on), with X-Strata-Session set to the chain's first response id so the
+// router keeps the conversation on a replica whose KV cache holds its prefix. A non-200 answer is returned as an *upstreamError to relay.
 func (p *Platform) callChat(r *http.Request, t *turn, stream bool) (*http.Response, error) {
 	body := t.chatBody(stream)
 	out := openai.NewUpstreamRequest(r, bytes.NewReader(body), int64(len(body)))
@@ -263,6 +265,12 @@ func (p *Platform) callChat(r *http.Request, t *turn, stream bool) (*http.Respon
 	out.Header.Set("Content-Type", "application/json")
 	out.Header.Del("Accept-Encoding") // the platform parses this answer: no client-chosen encoding
 	out.Header.Set(openai.HeaderSession, t.session)
+	t.calls++
+	if id := out.Header.Get(openai.HeaderRequestID); id != "" && t.calls > 1 {
+		// The gateway meters once per X-Request-Id (its idempotency key): every further
+		// inference call of the loop gets its own derived id, or it would not be billed.
+		out.Header.Set(openai.HeaderRequestID, id+":"+strconv.Itoa(t.calls-1))
+	}
 	resp, err := p.next.RoundTrip(out)
 	if err != nil {
 		return nil, p.transportError(r, err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	oai "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
 	"github.com/stretchr/testify/require"
 
@@ -16,9 +17,9 @@ import (
 )
 
 // collect drains a Responses stream from the official client.
-func collect(t *testing.T, c *oai.Client, params responses.ResponseNewParams) []responses.ResponseStreamEventUnion {
+func collect(t *testing.T, c *oai.Client, params responses.ResponseNewParams, opts ...option.RequestOption) []responses.ResponseStreamEventUnion {
 	t.Helper()
-	s := c.Responses.NewStreaming(t.Context(), params)
+	s := c.Responses.NewStreaming(t.Context(), params, opts...)
 	defer s.Close()
 	var evs []responses.ResponseStreamEventUnion
 	for s.Next() {

@@ -2,10 +2,12 @@ package platform
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
 	oai "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
 	"github.com/stretchr/testify/require"
 )
@@ -274,7 +276,7 @@ func TestAgentLoop(t *testing.T) {
 				}
 				var res *responses.Response
 				if stream {
-					evs := collect(t, env.client("sk-alice"), params)
+					evs := collect(t, env.client("sk-alice"), params, option.WithHeader("X-Request-Id", "req-1"))
 					requireSequenced(t, evs)
 					last := evs[len(evs)-1]
 					res = &last.Response
@@ -293,7 +295,7 @@ func TestAgentLoop(t *testing.T) {
 					require.Equal(t, strings.Count(strings.Join(tc.wantItems, ","), "file_search_call"), added)
 				} else {
 					var err error
-					res, err = env.client("sk-alice").Responses.New(t.Context(), params)
+					res, err = env.client("sk-alice").Responses.New(t.Context(), params, option.WithHeader("X-Request-Id", "req-1"))
 					require.NoError(t, err)
 					body = []byte(res.RawJSON())
 				}
@@ -312,8 +314,13 @@ func TestAgentLoop(t *testing.T) {
 				if tc.wantText != "" {
 					require.Equal(t, tc.wantText, res.OutputText())
 				}
-				for _, c := range calls {
+				for i, c := range calls {
 					require.Equal(t, res.ID, c.Header.Get("X-Strata-Session"), "every call of the loop carries the session")
+					want := "req-1"
+					if i > 0 {
+						want = fmt.Sprintf("req-1:%d", i)
+					}
+					require.Equal(t, want, c.Header.Get("X-Request-Id"), "each call is metered under its own id")
 				}
 				if tc.checkSecond != nil {
 					tc.checkSecond(t, sentBody(t, calls[1]))

@@ -52,9 +52,6 @@ func auditHash(e *AuditEntry) []byte {
 // AppendAudit appends e to the audit log, setting its Seq, PrevHash and Hash. Appends are
 // serialized (SQLite's write lock; a PostgreSQL advisory lock), so the chain never forks.
 func (s *Store) AppendAudit(ctx context.Context, e *AuditEntry) error {
-	if err := s.gwInit(ctx); err != nil {
-		return err
-	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: audit: %w", err)
@@ -85,9 +82,6 @@ func (s *Store) AppendAudit(ctx context.Context, e *AuditEntry) error {
 
 // ListAudit returns the audit log in order.
 func (s *Store) ListAudit(ctx context.Context) ([]AuditEntry, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, err
-	}
 	rows, err := s.db.QueryContext(ctx, `SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log ORDER BY seq`)
 	if err != nil {
 		return nil, fmt.Errorf("store: audit: %w", err)

@@ -39,9 +39,6 @@ const apiKeyColumns = `id, tenant_id, prefix, hash, created_at, revoked_at, last
 // CreateAPIKey inserts k. A key whose ID or hash exists gives ErrExists; an unknown tenant gives
 // ErrNotFound.
 func (s *Store) CreateAPIKey(ctx context.Context, k *APIKey) error {
-	if err := s.gwInit(ctx); err != nil {
-		return err
-	}
 	if _, err := s.Tenant(ctx, k.TenantID); err != nil {
 		return err
 	}
@@ -72,9 +69,6 @@ func (s *Store) insertAPIKey(ctx context.Context, db gwExecer, k *APIKey) error 
 // authentication lookup. An unknown hash gives ErrNotFound. The caller still compares the hash
 // in constant time and checks RevokedAt.
 func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, *Tenant, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, nil, err
-	}
 	var k APIKey
 	var created int64
 	var revoked, used sql.NullInt64
@@ -98,9 +92,6 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, *Tenant
 
 // APIKey returns the key with the given ID, or ErrNotFound.
 func (s *Store) APIKey(ctx context.Context, id string) (*APIKey, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, err
-	}
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ?`), id)
 	if err != nil {
 		return nil, fmt.Errorf("store: api key: %w", err)
@@ -118,9 +109,6 @@ func (s *Store) APIKey(ctx context.Context, id string) (*APIKey, error) {
 // ListAPIKeys returns the keys of the tenant with the given ID ("" = all tenants), oldest first,
 // revoked ones included.
 func (s *Store) ListAPIKeys(ctx context.Context, tenantID string) ([]APIKey, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, err
-	}
 	query, args := `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY created_at, id`, []any(nil)
 	if tenantID != "" {
 		query, args = `SELECT `+apiKeyColumns+` FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, []any{tenantID}
@@ -158,9 +146,6 @@ func scanAPIKeys(rows *sql.Rows) ([]APIKey, error) {
 // RevokeAPIKey sets the key's revoked_at to at. Revoking a revoked key is a no-op that keeps the
 // first time; an unknown ID gives ErrNotFound.
 func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) error {
-	if err := s.gwInit(ctx); err != nil {
-		return err
-	}
 	res, err := s.db.ExecContext(ctx, s.q(`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`), gwMillis(at), id)
 	if err != nil {
 		return fmt.Errorf("store: revoke api key: %w", err)
@@ -175,9 +160,6 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string, at time.Time) error
 // TouchAPIKey records a use of the key at `at`. It only moves last_used_at forward, so
 // concurrent or late touches never move it back.
 func (s *Store) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
-	if err := s.gwInit(ctx); err != nil {
-		return err
-	}
 	_, err := s.db.ExecContext(ctx, s.q(`UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`),
 		gwMillis(at), id, gwMillis(at))
 	if err != nil {
@@ -189,9 +171,6 @@ func (s *Store) TouchAPIKey(ctx context.Context, id string, at time.Time) error 
 // SetAPIKeyPolicy replaces the policy overrides of the key with the given id. An unknown id gives
 // ErrNotFound. The caller validates the policy.
 func (s *Store) SetAPIKeyPolicy(ctx context.Context, id string, p config.Policy) error {
-	if err := s.gwInit(ctx); err != nil {
-		return err
-	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("store: api key policy: %w", err)

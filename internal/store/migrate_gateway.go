@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -49,38 +48,14 @@ var gatewayMigrations = [][]string{
 // GatewaySchemaVersion is the version of the tenant plane's tables this code expects.
 var GatewaySchemaVersion = 1 + len(gatewayMigrations)
 
-// gwMigrated remembers, per open *Store, that the gateway migrations were applied.
-var gwMigrated sync.Map // *Store -> *gwOnce
-
-type gwOnce struct {
-	mu   sync.Mutex
-	done bool
-}
-
-// gwInit applies the gateway migrations the first time a tenant-plane method of s runs (store.go,
-// which opens the database, is shared with the other layers; the tenant plane keeps its
-// versioned migrations to itself). A failure is returned and retried on the next call.
-func (s *Store) gwInit(ctx context.Context) error {
-	v, _ := gwMigrated.LoadOrStore(s, &gwOnce{})
-	o := v.(*gwOnce)
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.done {
-		return nil
-	}
-	if err := s.MigrateGateway(ctx); err != nil {
-		return err
-	}
-	o.done = true
-	return nil
-}
+var _ = addMigrator((*Store).MigrateGateway)
 
 // MigrateGateway brings the tenant plane's tables to GatewaySchemaVersion, applying each missing
 // version in its own transaction together with its schema_migrations row. Concurrent callers
 // (other processes included) are serialized: SQLite by its write lock (transactions begin
 // IMMEDIATE), PostgreSQL by a transaction-scoped advisory lock. A database at a newer version than
 // this code knows is an error, so an old binary never writes to tables it does not understand.
-// Tenant-plane methods call it on first use; calling it again is cheap.
+// Open runs it; calling it again is cheap.
 func (s *Store) MigrateGateway(ctx context.Context) error {
 	for i, stmts := range gatewayMigrations {
 		version := i + 2
@@ -135,9 +110,6 @@ func (s *Store) applyGatewayMigration(ctx context.Context, version int, stmts []
 // GatewayMigrations returns the gateway versions recorded in schema_migrations, ascending
 // (version 1, the base tables, is not recorded).
 func (s *Store) GatewayMigrations(ctx context.Context) ([]int, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, err
-	}
 	rows, err := s.db.QueryContext(ctx, `SELECT version FROM schema_migrations WHERE component = 'gateway' ORDER BY version`)
 	if err != nil {
 		return nil, fmt.Errorf("store: gateway migrations: %w", err)

@@ -23,9 +23,6 @@ type Price struct {
 // SetPrice inserts a price book entry, or replaces the entry of the same model and
 // EffectiveAt (a correction of a scheduled price).
 func (s *Store) SetPrice(ctx context.Context, p *Price) error {
-	if err := s.gwInit(ctx); err != nil {
-		return err
-	}
 	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO prices (model, effective_at, input_micros, cached_micros, output_micros, created_at)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, effective_at) DO UPDATE SET
 		input_micros = excluded.input_micros, cached_micros = excluded.cached_micros,
@@ -39,9 +36,6 @@ func (s *Store) SetPrice(ctx context.Context, p *Price) error {
 
 // ListPrices returns the whole price book ordered by model and EffectiveAt.
 func (s *Store) ListPrices(ctx context.Context) ([]Price, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, err
-	}
 	rows, err := s.db.QueryContext(ctx, `SELECT model, effective_at, input_micros, cached_micros, output_micros, created_at
 		FROM prices ORDER BY model, effective_at`)
 	if err != nil {
@@ -75,9 +69,6 @@ type UsageTotal struct {
 // until, per model, ordered by model. The aggregation runs in the database, so rating a month
 // reads one row per model and price period rather than every record.
 func (s *Store) UsageTotals(ctx context.Context, tenantID string, since, until time.Time) ([]UsageTotal, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, err
-	}
 	query := `SELECT model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(completion_tokens), 0)
 		FROM usage WHERE created_at >= ? AND created_at < ?`
 	args := []any{gwMillis(since), gwMillis(until)}

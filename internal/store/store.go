@@ -52,6 +52,16 @@ func addSchema(stmts ...string) int {
 	return len(schemas)
 }
 
+// migrators run after the schemas, in registration order, each time a store is opened: versioned
+// migrations of a concern (for example the tenant plane's). Each must be idempotent.
+var migrators []func(*Store, context.Context) error
+
+// addMigrator registers a migrator; called from package-level vars.
+func addMigrator(m func(*Store, context.Context) error) int {
+	migrators = append(migrators, m)
+	return len(migrators)
+}
+
 // Open opens the database of cfg and applies the schema (idempotent: CREATE ... IF NOT EXISTS).
 // For SQLite it creates the file's directory (0700) and turns on WAL and a busy timeout, so
 // concurrent writers wait instead of failing with SQLITE_BUSY.
@@ -103,6 +113,11 @@ func (s *Store) migrate(ctx context.Context) error {
 			if _, err := s.db.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("store: migrate: %w", err)
 			}
+		}
+	}
+	for _, m := range migrators {
+		if err := m(s, ctx); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -43,9 +43,6 @@ const tenantColumns = `id, name, external_id, rpm, tpm, models, created_at, tier
 // CreateTenant inserts t and, in the same transaction, the given API keys (so a tenant and its
 // first key exist together or not at all). A tenant name that exists gives ErrExists.
 func (s *Store) CreateTenant(ctx context.Context, t *Tenant, keys ...*APIKey) error {
-	if err := s.gwInit(ctx); err != nil {
-		return err
-	}
 	models, err := json.Marshal(gwNonNil(t.Models))
 	if err != nil {
 		return fmt.Errorf("store: tenant models: %w", err)
@@ -90,9 +87,6 @@ func (s *Store) TenantByName(ctx context.Context, name string) (*Tenant, error) 
 
 // ListTenants returns all tenants ordered by name.
 func (s *Store) ListTenants(ctx context.Context) ([]Tenant, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, err
-	}
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+tenantColumns+` FROM tenants ORDER BY name`))
 	if err != nil {
 		return nil, fmt.Errorf("store: list tenants: %w", err)
@@ -114,9 +108,6 @@ func (s *Store) ListTenants(ctx context.Context) ([]Tenant, error) {
 
 // CountTenants returns the number of tenants.
 func (s *Store) CountTenants(ctx context.Context) (int, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return 0, err
-	}
 	var n int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tenants`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: count tenants: %w", err)
@@ -125,9 +116,6 @@ func (s *Store) CountTenants(ctx context.Context) (int, error) {
 }
 
 func (s *Store) oneTenant(ctx context.Context, query string, arg any) (*Tenant, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, err
-	}
 	t, err := scanTenant(s.db.QueryRowContext(ctx, s.q(query), arg))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("store: tenant: %w", ErrNotFound)
@@ -196,9 +184,6 @@ func gwFromNullMillis(v sql.NullInt64) time.Time {
 // whole policy is replaced: unset fields inherit from the tier). An unknown id gives ErrNotFound.
 // The caller validates the policy.
 func (s *Store) SetTenantPolicy(ctx context.Context, id, tier string, p config.Policy) error {
-	if err := s.gwInit(ctx); err != nil {
-		return err
-	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("store: tenant policy: %w", err)

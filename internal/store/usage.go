@@ -70,9 +70,6 @@ const usageColumns = `request_id, tenant_id, key_id, model, endpoint, gpu, promp
 // inserted: false means a record for this request id was already there and was left unchanged,
 // so a retried write never bills twice.
 func (s *Store) InsertUsage(ctx context.Context, u *UsageRecord) (bool, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return false, err
-	}
 	stream := 0
 	if u.Stream {
 		stream = 1
@@ -130,9 +127,6 @@ func (s *Store) ListUsage(ctx context.Context, f UsageFilter) ([]UsageRecord, er
 }
 
 func (s *Store) queryUsage(ctx context.Context, query string, args ...any) ([]UsageRecord, error) {
-	if err := s.gwInit(ctx); err != nil {
-		return nil, err
-	}
 	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: list usage: %w", err)
