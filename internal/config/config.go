@@ -250,6 +250,9 @@ func (c *Config) Validate() error {
 	if err := c.Sim.validate(); err != nil {
 		return fmt.Errorf("sim.%w", err)
 	}
+	if err := c.Platform.Validate(); err != nil {
+		return err
+	}
 	if err := c.Router.validate(); err != nil {
 		return fmt.Errorf("router.%w", err)
 	}

@@ -32,6 +32,7 @@ func TestBadConfigs(t *testing.T) {
 		"router_weight":        "router.weights.prefix: must not be negative, got -1",
 		"max_body":             "max_body_bytes: must be positive, got 0",
 		"gateway_rpm":          "gateway.dev_rpm: must not be negative, got -5",
+		"platform_iters":       "platform.max_infer_iters: must not be negative, got -1",
 		"gateway_auth_ttl":     "gateway.auth_cache_ttl: must not be negative, got -1s",
 		"gateway_tier_rpm":     "gateway.tiers.free.rpm: must be between 0 and 1125899906842624, got -1",
 		"gateway_default_tier": `gateway.default_tier: "gold" is not a configured tier`,

@@ -196,6 +196,7 @@ func newTestEnvConfig(t *testing.T, cfg config.Platform) *testEnv {
 	require.NoError(t, err)
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
+	t.Cleanup(p.Close) // runs first: background runs end before the servers close
 	return &testEnv{p: p, srv: srv, eng: eng, st: st, reg: reg, clk: clk}
 }
 

@@ -3,6 +3,7 @@ package platform
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -170,6 +171,39 @@ func BenchmarkPassThrough(b *testing.B) {
 				p.ServeHTTP(rec, req)
 				if rec.Code != http.StatusOK {
 					b.Fatalf("status %d", rec.Code)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkResponses measures POST /v1/responses without tools against the layer below's
+// chat completion directly (see BenchmarkPassThrough/direct): the difference is the Responses
+// translation, the loop, and with store the SQLite write of the response.
+func BenchmarkResponses(b *testing.B) {
+	answer := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("lorem ipsum ", 80) + `"},"finish_reason":"stop","logprobs":null}],"usage":{"prompt_tokens":12,"completion_tokens":160,"total_tokens":172}}`)
+	next := handlerRT{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(answer)
+	})}
+	st, err := store.Open(b.Context(), config.Store{Driver: "sqlite", DSN: filepath.Join(b.TempDir(), "strata.db")})
+	require.NoError(b, err)
+	defer st.Close()
+	p, err := New(config.Platform{}, st, next, clock.RealClock{}, nil, nil)
+	require.NoError(b, err)
+	for _, storeIt := range []bool{false, true} {
+		body := []byte(fmt.Sprintf(`{"model":"m","instructions":"You are helpful.","input":"Tell me about KV caches.","store":%t}`, storeIt))
+		b.Run(fmt.Sprintf("store=%t", storeIt), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				req, _ := http.NewRequest("POST", "http://platform"+openai.PathResponses, bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer sk-bench")
+				rec := httptest.NewRecorder()
+				p.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatalf("status %d: %s", rec.Code, rec.Body)
 				}
 			}
 		})

@@ -43,6 +43,7 @@ type Platform struct {
 	// builtins are server-side tools offered to every response; the seam file_search and mcp
 	// plug into (tests set it today).
 	builtins []serverTool
+	bg       background
 
 	requests        *prometheus.CounterVec
 	responseSeconds prometheus.Histogram
@@ -104,6 +105,7 @@ func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock
 	p.route("POST "+openai.PathResponses, openai.PathResponses, p.createResponse)
 	p.route("GET "+openai.PathResponses+"/{id}", openai.PathResponses+"/{id}", p.getResponse)
 	p.route("DELETE "+openai.PathResponses+"/{id}", openai.PathResponses+"/{id}", p.deleteResponse)
+	p.route("POST "+openai.PathResponses+"/{id}/cancel", openai.PathResponses+"/{id}/cancel", p.cancelResponse)
 	p.route("GET "+openai.PathResponses+"/{id}/input_items", openai.PathResponses+"/{id}/input_items", p.listInputItems)
 	p.routeConversations()
 	p.routeFiles()

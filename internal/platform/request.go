@@ -44,6 +44,8 @@ type createRequest struct {
 	PreviousResponseID string
 	// Conversation is the id of the conversation this response reads and appends to, "" for none.
 	Conversation string
+	// Background is background: the response is answered queued and run in a goroutine.
+	Background bool
 	// IncludeSearchResults is include: ["file_search_call.results"].
 	IncludeSearchResults bool
 	Stream               bool
@@ -123,6 +125,12 @@ func parseCreateRequest(body []byte) (*createRequest, error) {
 	if err := checkToolChoice(req.ToolChoice, req.Tools); err != nil {
 		return nil, err
 	}
+	if req.Background && req.Stream {
+		return nil, unsupported("stream", "Streaming a background response is not supported yet; poll GET /v1/responses/{id}.")
+	}
+	if req.Background && !req.Store {
+		return nil, openai.InvalidRequest("store", codeInvalidValue, "Background responses must be stored: 'store' must be true with 'background': true.")
+	}
 	return req, nil
 }
 
@@ -173,8 +181,8 @@ func (req *createRequest) set(name string, raw json.RawMessage) error {
 		}
 	case "background":
 		var b *bool
-		if b, err = boolean(name, raw); err == nil && b != nil && *b {
-			return unsupported(name, "Background responses ('background': true) are not supported yet.")
+		if b, err = boolean(name, raw); err == nil && b != nil {
+			req.Background = *b
 		}
 	case "metadata":
 		req.Metadata, err = parseMetadata(raw)

@@ -51,6 +51,9 @@ type turn struct {
 	calls int
 	// lastHeader is the header of the last answer of the layer below (rate-limit headers).
 	lastHeader http.Header
+	// stored is set once the response is in the store (a queued background response): later
+	// saves update it.
+	stored bool
 	// noMoreTools is set once max_tool_calls is reached: later calls get tool_choice "none".
 	noMoreTools bool
 }
@@ -82,10 +85,15 @@ func (p *Platform) newTurn(ctx context.Context, owner string, req *createRequest
 		}
 		var prev struct {
 			Output []json.RawMessage `json:"output"`
+			Status string            `json:"status"`
 		}
 		if err := errors.Join(json.Unmarshal(rec.Messages, &t.history), json.Unmarshal(rec.InputItems, &t.historyItems),
 			json.Unmarshal(rec.Response, &prev)); err != nil {
 			return nil, fmt.Errorf("platform: stored response %s: %w", rec.ID, err)
+		}
+		if prev.Status == statusQueued || prev.Status == statusInProgress {
+			return nil, openai.InvalidRequest("previous_response_id", codeInvalidValue,
+				"Previous response with id '%s' is still in progress; wait for it to finish.", req.PreviousResponseID)
 		}
 		t.historyItems = append(t.historyItems, prev.Output...)
 		t.session = rec.SessionID
@@ -214,8 +222,11 @@ func addUsage(dst **usage, u *openai.Usage) {
 // the Response as the client got it (resJSON), the conversation's input items and its chat
 // messages including this turn's loop, so a continuation is one read. With a conversation,
 // the turn's input and output items are appended to it (whatever store says, as OpenAI does).
+//
+// A background response is saved twice: queued (res nil: no conversation append yet), then in
+// its final state, as an update.
 func (p *Platform) save(ctx context.Context, t *turn, res *response, resJSON []byte) error {
-	if t.conv != "" {
+	if t.conv != "" && res != nil {
 		items := make([]json.RawMessage, 0, len(t.req.Input)+len(res.Output))
 		for _, it := range t.req.Input {
 			items = append(items, listItem(it))
@@ -246,10 +257,14 @@ func (p *Platform) save(ctx context.Context, t *turn, res *response, resJSON []b
 	if err != nil {
 		return err
 	}
-	return p.st.PutResponse(ctx, &store.ResponseRecord{
+	rec := &store.ResponseRecord{
 		ID: t.id, Owner: t.owner, PreviousResponseID: t.req.PreviousResponseID, SessionID: t.session,
 		Model: t.req.Model, CreatedAt: t.createdAt, Response: resJSON, InputItems: ij, Messages: mj,
-	})
+	}
+	if t.stored {
+		return p.st.UpdateResponse(ctx, rec)
+	}
+	return p.st.PutResponse(ctx, rec)
 }
 
 // callChat sends the turn's next chat completion to the layer below. The caller's headers go
@@ -344,6 +359,10 @@ func (p *Platform) createResponse(w http.ResponseWriter, r *http.Request) {
 	t, err := p.newTurn(r.Context(), owner, req)
 	if err != nil {
 		p.fail(w, err)
+		return
+	}
+	if req.Background {
+		p.startBackground(w, r, t)
 		return
 	}
 	if req.Stream {

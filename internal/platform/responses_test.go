@@ -443,7 +443,8 @@ func TestResponseRequestValidation(t *testing.T) {
 		{"metadata value type", `{"model":"m","input":"x","metadata":{"k":1}}`, "metadata.k", codeInvalidType},
 		{"metadata too many", `{"model":"m","input":"x","metadata":{` + manyPairs(17) + `}}`, "metadata", codeInvalidValue},
 		{"unknown parameter", `{"model":"m","input":"x","temprature":1}`, "temprature", codeUnknownParameter},
-		{"background", `{"model":"m","input":"x","background":true}`, "background", codeUnsupportedParameter},
+		{"background stream", `{"model":"m","input":"x","background":true,"stream":true}`, "stream", codeUnsupportedParameter},
+		{"background without store", `{"model":"m","input":"x","background":true,"store":false}`, "store", codeInvalidValue},
 		{"hosted tool", `{"model":"m","input":"x","tools":[{"type":"mcp"}]}`, "tools[0].type", codeUnsupportedValue},
 		{"file_search without stores", `{"model":"m","input":"x","tools":[{"type":"file_search"}]}`, "tools[0].vector_store_ids", openai.CodeMissingParam},
 		{"file_search filters", `{"model":"m","input":"x","tools":[{"type":"file_search","vector_store_ids":["vs_1"],"filters":{"type":"eq","key":"a","value":1}}]}`, "tools[0].filters", codeUnsupportedParameter},
@@ -526,7 +527,7 @@ func TestResponseIncomplete(t *testing.T) {
 
 func TestUnknownRoute(t *testing.T) {
 	env := newTestEnv(t)
-	for _, tc := range []struct{ method, path string }{{"GET", "/v1/nope"}, {"GET", "/v1/chat/completions"}, {"POST", "/v1/responses/x/cancel"}} {
+	for _, tc := range []struct{ method, path string }{{"GET", "/v1/nope"}, {"GET", "/v1/chat/completions"}, {"POST", "/v1/responses/x/uncancel"}} {
 		status, _, body := env.do(t, tc.method, tc.path, "sk-alice", "")
 		require.Equal(t, 404, status)
 		require.Equal(t, "Invalid URL ("+tc.method+" "+tc.path+")", envelope(t, body)["message"])

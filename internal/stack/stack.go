@@ -43,6 +43,7 @@ type Stack struct {
 	store    *store.Store
 	router   *router.Router
 	gateway  *gateway.Gateway
+	platform *platform.Platform
 
 	// DevKey is the development tenant's API key when this start created it, else "".
 	DevKey string
@@ -127,6 +128,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (st *Stack, 
 		if err != nil {
 			return nil, fmt.Errorf("platform: %w", err)
 		}
+		s.platform = p
 		link(p, config.LayerPlatform)
 	}
 	if top == nil {
@@ -222,6 +224,9 @@ func (s *Stack) Close() {
 	// still answer; the router's loops stop before the replicas go, so it logs no false outage.
 	for i := len(s.servers) - 1; i >= len(s.sims); i-- {
 		_ = s.servers[i].Shutdown(ctx)
+	}
+	if s.platform != nil {
+		s.platform.Close() // background responses record their cancellation before the store closes
 	}
 	if s.cancel != nil {
 		s.cancel()

@@ -93,3 +93,18 @@ func (s *Store) DeleteResponse(ctx context.Context, owner, id string) error {
 	}
 	return nil
 }
+
+// UpdateResponse replaces the Response, InputItems and Messages of the stored response
+// rec.ID owned by rec.Owner: a background response moving from queued to its final state.
+// Errors: ErrNotFound as GetResponse.
+func (s *Store) UpdateResponse(ctx context.Context, rec *ResponseRecord) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE responses SET response = ?, input_items = ?, messages = ?
+		WHERE id = ? AND owner = ?`), string(rec.Response), string(rec.InputItems), string(rec.Messages), rec.ID, rec.Owner)
+	if err != nil {
+		return fmt.Errorf("store: update response: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return errors.Join(fmt.Errorf("store: response %s: %w", rec.ID, ErrNotFound), err)
+	}
+	return nil
+}

@@ -102,10 +102,21 @@ func TestResponses(t *testing.T) {
 				})
 			}
 
+			upd := *second
+			upd.Response, upd.InputItems, upd.Messages = json.RawMessage(`{"status":"completed"}`), json.RawMessage(`[{"id":"x"}]`), json.RawMessage(`[{"role":"user"}]`)
+			require.NoError(t, st.UpdateResponse(ctx, &upd))
+			got2, err := st.GetResponse(ctx, "alice", "resp_2")
+			require.NoError(t, err)
+			require.JSONEq(t, `{"status":"completed"}`, string(got2.Response))
+			require.JSONEq(t, `[{"id":"x"}]`, string(got2.InputItems))
+			require.JSONEq(t, `[{"role":"user"}]`, string(got2.Messages))
+			upd.Owner = "bob"
+			require.ErrorIs(t, st.UpdateResponse(ctx, &upd), store.ErrNotFound, "another owner cannot update")
+
 			require.ErrorIs(t, st.DeleteResponse(ctx, "bob", "resp_1"), store.ErrNotFound, "another owner cannot delete")
 			require.NoError(t, st.DeleteResponse(ctx, "alice", "resp_1"))
 			require.ErrorIs(t, st.DeleteResponse(ctx, "alice", "resp_1"), store.ErrNotFound)
-			_, err := st.GetResponse(ctx, "alice", "resp_1")
+			_, err = st.GetResponse(ctx, "alice", "resp_1")
 			require.ErrorIs(t, err, store.ErrNotFound)
 			got, err := st.GetResponse(ctx, "alice", "resp_2")
 			require.NoError(t, err, "a continuation outlives the response it continues")
