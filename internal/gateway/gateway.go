@@ -30,6 +30,7 @@ import (
 	"github.com/strata-inference/strata/internal/config"
 	"github.com/strata-inference/strata/internal/openai"
 	"github.com/strata-inference/strata/internal/store"
+	"github.com/strata-inference/strata/internal/telemetry"
 )
 
 // DefaultOutputEstimate is the completion tokens charged at admission to a request that sets no
@@ -115,8 +116,8 @@ func (g *Gateway) Close() error { return g.backend.Close() }
 // filtered by the allowlist). Any other request is authenticated and then answered 404, so
 // neither unauthenticated nor authenticated callers reach other endpoints of the layers below.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	cw := &codeWriter{ResponseWriter: w}
-	defer func() { g.m.requests.WithLabelValues(strconv.Itoa(cw.status())).Inc() }()
+	cw := &telemetry.StatusWriter{ResponseWriter: w}
+	defer func() { g.m.requests.WithLabelValues(strconv.Itoa(cw.Status())).Inc() }()
 	switch path := r.URL.Path; {
 	case r.Method == http.MethodPost && (path == openai.PathChatCompletions || path == openai.PathCompletions || path == openai.PathEmbeddings):
 		g.serveInference(cw, r)
@@ -388,41 +389,4 @@ func findModel(list []byte, id string) ([]byte, error) {
 		}
 	}
 	return nil, openai.ModelNotFound(id)
-}
-
-// codeWriter remembers the status written, for strata_gateway_requests_total.
-type codeWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (c *codeWriter) WriteHeader(code int) {
-	if c.code == 0 {
-		c.code = code
-	}
-	c.ResponseWriter.WriteHeader(code)
-}
-
-func (c *codeWriter) Write(b []byte) (int, error) {
-	if c.code == 0 {
-		c.code = http.StatusOK
-	}
-	return c.ResponseWriter.Write(b)
-}
-
-// Flush lets streams through the wrapper chunk by chunk.
-func (c *codeWriter) Flush() {
-	if f, ok := c.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (c *codeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
-
-func (c *codeWriter) status() int {
-	if c.code == 0 {
-		return http.StatusOK
-	}
-	return c.code
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/strata-inference/strata/internal/config"
 	"github.com/strata-inference/strata/internal/openai"
 	"github.com/strata-inference/strata/internal/store"
+	"github.com/strata-inference/strata/internal/telemetry"
 )
 
 // Platform is the workflow layer's http.Handler. It is safe for concurrent use.
@@ -124,13 +125,9 @@ func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.mux.Ser
 // route registers h for pattern, counting its answers under the path label.
 func (p *Platform) route(pattern, path string, h http.HandlerFunc) {
 	p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &telemetry.StatusWriter{ResponseWriter: w}
 		h(sw, r)
-		code := sw.code
-		if code == 0 {
-			code = http.StatusOK
-		}
-		p.requests.WithLabelValues(path, strconv.Itoa(code)).Inc()
+		p.requests.WithLabelValues(path, strconv.Itoa(sw.Status())).Inc()
 	})
 }
 
@@ -187,39 +184,6 @@ func ownerOf(r *http.Request) (string, bool) {
 	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:]), true
 }
-
-// statusWriter records the status code of an answer for the requests metric. It keeps
-// Flush working for streams.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		if w.code == 0 {
-			w.code = http.StatusOK
-		}
-		f.Flush()
-	}
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // isCanceled reports whether err is the client going away.
 func isCanceled(ctx context.Context, err error) bool {
