@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
+
 	"time"
 	"unicode"
 )
@@ -62,29 +62,21 @@ type ChunkHit struct {
 	Attributes json.RawMessage
 }
 
-// vectorSearchReady remembers, per open store, that the dialect-specific search schema exists.
-var vectorSearchReady sync.Map // *Store -> *sync.Once
+var _ = addMigrator((*Store).vectorSearchSchema)
 
-// vectorSearchSchema creates the keyword index once per open store: an FTS5 table in SQLite,
-// a GIN expression index in PostgreSQL. Idempotent across processes (IF NOT EXISTS).
+// vectorSearchSchema creates the keyword index at Open: an FTS5 table in SQLite, a GIN expression
+// index in PostgreSQL. Idempotent across processes (IF NOT EXISTS).
 func (s *Store) vectorSearchSchema(ctx context.Context) error {
-	v, _ := vectorSearchReady.LoadOrStore(s, new(sync.Once))
-	var err error
-	v.(*sync.Once).Do(func() {
-		stmt := `CREATE VIRTUAL TABLE IF NOT EXISTS vector_store_chunks_fts USING fts5(
-			text, vector_store_id UNINDEXED, file_id UNINDEXED, seq UNINDEXED)`
-		if s.dialect == Postgres {
-			stmt = `CREATE INDEX IF NOT EXISTS vector_store_chunks_tsv ON vector_store_chunks
-				USING GIN (to_tsvector('simple', text))`
-		}
-		if _, err = s.db.ExecContext(ctx, stmt); err != nil {
-			err = fmt.Errorf("store: vector search schema: %w", err)
-		}
-	})
-	if err != nil {
-		vectorSearchReady.Delete(s) // try again next time
+	stmt := `CREATE VIRTUAL TABLE IF NOT EXISTS vector_store_chunks_fts USING fts5(
+		text, vector_store_id UNINDEXED, file_id UNINDEXED, seq UNINDEXED)`
+	if s.dialect == Postgres {
+		stmt = `CREATE INDEX IF NOT EXISTS vector_store_chunks_tsv ON vector_store_chunks
+			USING GIN (to_tsvector('simple', text))`
 	}
-	return err
+	if _, err := s.db.ExecContext(ctx, stmt); err != nil {
+		return fmt.Errorf("store: vector search schema: %w", err)
+	}
+	return nil
 }
 
 // CreateVectorStore inserts v. Errors: ErrExists when the id is taken.
@@ -147,9 +139,6 @@ func (s *Store) ListVectorStores(ctx context.Context, owner string, limit int) (
 // DeleteVectorStore deletes a vector store with its files and chunks (the uploaded files
 // stay). Errors: ErrNotFound as GetVectorStore.
 func (s *Store) DeleteVectorStore(ctx context.Context, owner, id string) error {
-	if err := s.vectorSearchSchema(ctx); err != nil {
-		return err
-	}
 	return s.platformTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM vector_stores WHERE id = ? AND owner = ?`), id, owner)
 		if err != nil {
@@ -185,9 +174,6 @@ func (s *Store) deleteChunks(ctx context.Context, tx *sql.Tx, vs, file string, a
 // owner, with its chunks' texts in order, in one transaction. Errors: ErrNotFound when the
 // vector store does not exist for owner.
 func (s *Store) PutVectorStoreFile(ctx context.Context, owner string, f *VectorStoreFile, chunks []string) error {
-	if err := s.vectorSearchSchema(ctx); err != nil {
-		return err
-	}
 	if _, err := s.GetVectorStore(ctx, owner, f.VectorStoreID); err != nil {
 		return err
 	}
@@ -314,9 +300,6 @@ func (s *Store) VectorStoreFileCounts(ctx context.Context, vs string) (FileCount
 // DeleteVectorStoreFile detaches a file and drops its chunks (the uploaded file stays).
 // Errors: ErrNotFound as GetVectorStoreFile.
 func (s *Store) DeleteVectorStoreFile(ctx context.Context, owner, vs, file string) error {
-	if err := s.vectorSearchSchema(ctx); err != nil {
-		return err
-	}
 	if _, err := s.GetVectorStoreFile(ctx, owner, vs, file); err != nil {
 		return err
 	}
@@ -341,9 +324,6 @@ func (s *Store) SearchChunks(ctx context.Context, owner string, vectorStores []s
 	terms := KeywordTerms(query)
 	if len(terms) == 0 || len(vectorStores) == 0 {
 		return nil, nil
-	}
-	if err := s.vectorSearchSchema(ctx); err != nil {
-		return nil, err
 	}
 	marks := strings.TrimSuffix(strings.Repeat("?,", len(vectorStores)), ",")
 	args := []any{}
