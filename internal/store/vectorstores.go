@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
 	"time"
 	"unicode"
 )
