@@ -167,6 +167,14 @@ func policyCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		cfg, err := g.loadConfig()
+		if err != nil {
+			return err
+		}
+		if _, ok := cfg.Gateway.Tiers[tier]; tier != "" && !ok {
+			// A tier the serving gateway does not know would silently give the tenant no tier limits.
+			return fmt.Errorf("unknown tier %q: define it under gateway.tiers in the config", tier)
+		}
 		return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
 			if err := a.SetTenantPolicy(cmd.Context(), args[0], tier, p); err != nil {
 				return err

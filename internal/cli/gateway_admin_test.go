@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"regexp"
 	"testing"
@@ -21,6 +22,9 @@ func runCmd(t *testing.T, dir string, mk func(*globals) *cobra.Command, args ...
 	t.Helper()
 	var out bytes.Buffer
 	g := &globals{stdout: &out, stderr: &out, dataDir: dir}
+	if cfg := filepath.Join(dir, "strata.yaml"); fileExists(cfg) {
+		g.configFile = cfg
+	}
 	cmd := mk(g)
 	cmd.SetArgs(args)
 	cmd.SetOut(&out)
@@ -44,6 +48,9 @@ func TestBillPricesPolicyCommands(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "m      2026-01-01T00:00:00Z  1000000  250000")
 
+	_, err = runCmd(t, dir, policyCmd, "tenant", "acme", "--tier", "gold")
+	require.ErrorContains(t, err, `unknown tier "gold"`, "a tier must exist in the config")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "strata.yaml"), []byte("gateway:\n  tiers:\n    gold:\n      rpm: 100\n"), 0o600))
 	out, err = runCmd(t, dir, policyCmd, "tenant", "acme", "--tier", "gold", "--rpm", "0", "--monthly-spend-micros", "5000000", "--models", "a,b")
 	require.NoError(t, err)
 	require.Equal(t, "tenant acme: tier \"gold\", overrides rpm=0 monthly_spend_micros=5000000 models=a,b\n", out)
@@ -109,4 +116,9 @@ func TestAuditCommands(t *testing.T) {
 	_, err = runCmd(t, dir, auditCmd, "verify")
 	require.ErrorIs(t, err, store.ErrAuditBroken)
 	require.ErrorContains(t, err, "entry 3 was altered")
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
