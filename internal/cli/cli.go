@@ -86,7 +86,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			},
 		},
 		serveCmd(g), simMultiCmd(g), keysCmd(g), tenantsCmd(g), usageCmd(g), replayCmd(g),
-		billCmd(g), pricesCmd(g), policyCmd(g), auditCmd(g),
+		billCmd(g), pricesCmd(g), policyCmd(g), auditCmd(g), adminTokensCmd(g),
 	)
 	err := root.ExecuteContext(ctx)
 	if err != nil && !errors.Is(err, context.Canceled) {

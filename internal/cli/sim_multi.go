@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -27,6 +28,8 @@ func simMultiCmd(g *globals) *cobra.Command {
 		kvEndpoint, kvReplay       string
 		kvEncoding, kvTopic        string
 		timeScale                  float64
+		faults                     config.SimFaults
+		coldStart                  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -36,7 +39,14 @@ func simMultiCmd(g *globals) *cobra.Command {
 KV-cache events on the --kv-events-endpoint port + i (vLLM's data-parallel port offset), and
 serves replays on --kv-events-replay-endpoint port + i when that is set.
 
-  strata sim --replicas 4 --model llama-3-8b --gpu h100 --listen 127.0.0.1:8100 --kv-events`,
+Fault injection for testing the layers above (all off by default; deterministic from the
+config's sim.seed, the replica and the request's arrival order): --fault-error-rate answers that
+fraction of inference requests with vLLM's 500 or 503 error JSON, --fault-hang-rate never answers
+that fraction until the client goes away, --fault-reset-rate cuts that fraction of streams after
+--fault-reset-after events, and --cold-start answers /health with 503 for that long after start.
+
+  strata sim --replicas 4 --model llama-3-8b --gpu h100 --listen 127.0.0.1:8100 --kv-events
+  strata sim --replicas 2 --fault-error-rate 0.05 --fault-reset-rate 0.1 --fault-reset-after 5 --cold-start 20s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadConfig(func(c *config.Config) {
@@ -52,6 +62,21 @@ serves replays on --kv-events-replay-endpoint port + i when that is set.
 				}
 				if f.Changed("time-scale") {
 					c.Sim.TimeScale = &timeScale
+				}
+				if f.Changed("fault-error-rate") {
+					c.Sim.Faults.ErrorRate = faults.ErrorRate
+				}
+				if f.Changed("fault-reset-rate") {
+					c.Sim.Faults.ResetRate = faults.ResetRate
+				}
+				if f.Changed("fault-reset-after") {
+					c.Sim.Faults.ResetAfter = faults.ResetAfter
+				}
+				if f.Changed("fault-hang-rate") {
+					c.Sim.Faults.HangRate = faults.HangRate
+				}
+				if f.Changed("cold-start") {
+					c.Sim.Faults.ColdStart = config.Duration(coldStart)
 				}
 				if kvEvents {
 					c.Sim.KVEventsEndpoint = kvEndpoint
@@ -88,6 +113,11 @@ serves replays on --kv-events-replay-endpoint port + i when that is set.
 	f.StringVar(&kvReplay, "kv-events-replay-endpoint", "", "ZMQ ROUTER replay address of replica 0 (empty: none)")
 	f.StringVar(&kvEncoding, "kv-events-encoding", config.KVEventsEncodingMap, "event encoding: map (vLLM >= 0.24) or array")
 	f.StringVar(&kvTopic, "kv-events-topic", "", "topic frame of KV-event messages")
+	f.Float64Var(&faults.ErrorRate, "fault-error-rate", 0, "fraction in [0, 1] of inference requests answered with a vLLM 500 or 503 error JSON")
+	f.Float64Var(&faults.ResetRate, "fault-reset-rate", 0, "fraction in [0, 1] of streams whose connection is cut mid-stream")
+	f.IntVar(&faults.ResetAfter, "fault-reset-after", 0, "SSE events sent before a reset cuts the stream")
+	f.Float64Var(&faults.HangRate, "fault-hang-rate", 0, "fraction in [0, 1] of inference requests that never answer until the client goes away")
+	f.DurationVar(&coldStart, "cold-start", 0, "how long /health answers 503 after start (e.g. 30s)")
 	return cmd
 }
 

@@ -50,6 +50,48 @@ type Sim struct {
 	// KVEventsEncoding selects how each event is encoded in the msgpack payload: "map" (tagged
 	// maps, vLLM >= 0.24, the default) or "array" (tagged positional arrays, earlier vLLM).
 	KVEventsEncoding string `json:"kv_events_encoding"`
+	// Faults injects failures for tests of the layers above; all off by default.
+	Faults SimFaults `json:"faults"`
+}
+
+// SimFaults configures the simulator's fault injection (key sim.faults). Rates are fractions in
+// [0, 1] of the inference requests (POST /v1/chat/completions, /v1/completions, /v1/embeddings),
+// drawn deterministically from sim.seed, the replica name and the request's arrival ordinal.
+type SimFaults struct {
+	// ErrorRate is the fraction of inference requests answered at once with vLLM's error JSON,
+	// half of them 500 InternalServerError, half 503 ServiceUnavailableError. Default 0.
+	ErrorRate float64 `json:"error_rate"`
+	// ResetRate is the fraction of streamed requests whose connection is cut (no terminating
+	// chunk, no data: [DONE]) after ResetAfter events. Default 0.
+	ResetRate float64 `json:"reset_rate"`
+	// ResetAfter is the number of SSE events sent before a reset cuts the stream (when the
+	// next event would be sent); 0 sends the response headers only. A stream of at most
+	// ResetAfter events ends normally. Default 0.
+	ResetAfter int `json:"reset_after"`
+	// HangRate is the fraction of inference requests that never answer until the client goes
+	// away (or the replica closes). Default 0.
+	HangRate float64 `json:"hang_rate"`
+	// ColdStart is how long after start the replica answers /health (and every request but
+	// /metrics) with 503, on the replica's clock, not scaled by time_scale. Default 0.
+	ColdStart Duration `json:"cold_start"`
+}
+
+func (f *SimFaults) validate() error {
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"error_rate", f.ErrorRate}, {"reset_rate", f.ResetRate}, {"hang_rate", f.HangRate}} {
+		if !(r.v >= 0 && r.v <= 1) { // also rejects NaN
+			return fmt.Errorf("faults.%s: must be in [0, 1], got %g", r.name, r.v)
+		}
+	}
+	switch {
+	case f.ResetAfter < 0:
+		return fmt.Errorf("faults.reset_after: must not be negative, got %d", f.ResetAfter)
+	case f.ColdStart < 0:
+		return fmt.Errorf("faults.cold_start: must not be negative, got %s", f.ColdStart.D())
+	}
+	return nil
 }
 
 // KV-event encodings of Sim.KVEventsEncoding.
@@ -99,7 +141,7 @@ func (s *Sim) validate() error {
 	case s.KVEventsReplayEndpoint != "" && s.KVEventsEndpoint == "":
 		return errors.New("kv_events_replay_endpoint: needs kv_events_endpoint")
 	}
-	return nil
+	return s.Faults.validate()
 }
 
 func defaultSim() Sim {

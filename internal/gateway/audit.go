@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/strata-inference/strata/internal/store"
@@ -19,6 +20,10 @@ func (a *Admin) WithActor(actor string) *Admin {
 	return &c
 }
 
+// ErrNotAudited is wrapped by the error of an Admin action that happened but whose audit log entry
+// could not be written (the action is not undone).
+var ErrNotAudited = errors.New("not audited")
+
 // audit appends one entry to the hash-chained audit log (store.AppendAudit). detail is encoded as
 // JSON; it must not hold a secret. The action has already happened: an error here is returned
 // so the caller knows the log missed it (the action is not undone).
@@ -32,7 +37,7 @@ func (a *Admin) audit(ctx context.Context, action, target string, detail any) er
 		actor = DefaultActor
 	}
 	if err := a.st.AppendAudit(ctx, &store.AuditEntry{At: a.now(), Actor: actor, Action: action, Target: target, Detail: string(b)}); err != nil {
-		return fmt.Errorf("gateway: %s done but not audited: %w", action, err)
+		return fmt.Errorf("gateway: %s done but %w: %w", action, ErrNotAudited, err)
 	}
 	return nil
 }

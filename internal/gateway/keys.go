@@ -58,7 +58,7 @@ func GenerateKey() string { return KeyPrefix + randomBase62(keyRandomChars) }
 func newID(kind string) string { return kind + "_" + randomBase62(16) }
 
 // checkKey validates a key chosen by an operator rather than generated: 8 to 256 visible ASCII
-// characters, no spaces, so it can travel in a header unchanged.
+// characters, no spaces, so it can travel in a header unchanged, and not AdminTokenPrefix.
 func checkKey(key string) error {
 	if len(key) < minKeyLen || len(key) > maxKeyLen {
 		return fmt.Errorf("gateway: an API key must be %d to %d characters long", minKeyLen, maxKeyLen)
@@ -67,6 +67,10 @@ func checkKey(key string) error {
 		if key[i] <= ' ' || key[i] > '~' {
 			return fmt.Errorf("gateway: an API key may only hold visible ASCII characters")
 		}
+	}
+	if strings.HasPrefix(key, AdminTokenPrefix) {
+		// It would still never authenticate as an admin (separate table), but it would look like one.
+		return fmt.Errorf("gateway: a tenant API key must not start with %q, the admin token prefix", AdminTokenPrefix)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	quotaRefused     *prometheus.CounterVec // limit: "quota" or "spend"
 	backendErrors    *prometheus.CounterVec // limit: "rates", "concurrency", "quota" or "spend"
 	failedOpen       *prometheus.CounterVec // limit: as backendErrors
+	adminRequests    *prometheus.CounterVec // code: the HTTP status the admin API answered
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -56,8 +57,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "strata_gateway_admission_failed_open_total",
 		Help: "Admission checks skipped because the backend was unreachable and the limit fails open, by limit.",
 	}, []string{"limit"})
+	m.adminRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strata_gateway_admin_requests_total",
+		Help: "Requests answered by the admin API (/admin/v1), by HTTP status code (401: bad admin token, 403: missing scope).",
+	}, []string{"code"})
 	for _, c := range []prometheus.Collector{m.requests, m.rateLimited, m.authFailures, m.tokens, m.usageWriteErrors, m.usageDuplicates,
-		m.quotaRefused, m.backendErrors, m.failedOpen} {
+		m.quotaRefused, m.backendErrors, m.failedOpen, m.adminRequests} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

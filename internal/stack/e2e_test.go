@@ -358,3 +358,25 @@ func TestEndToEndBadInput(t *testing.T) {
 	require.Equal(t, 200, resp.StatusCode)
 	require.True(t, strings.HasPrefix(ts.usage(t, "forged-1").Endpoint, "sim-"))
 }
+
+// The gateway's admin API is served at the front door under /admin/v1 with admin tokens only.
+func TestEndToEndAdminAPI(t *testing.T) {
+	ts := startStack(t, nil)
+	token, _, err := ts.admin.CreateAdminToken(context.Background(), "ops", []string{gateway.ScopeRead})
+	require.NoError(t, err)
+	get := func(key string) (*http.Response, string) {
+		req, _ := http.NewRequest(http.MethodGet, ts.base+"/admin/v1/tenants", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, body := get(token)
+	require.Equal(t, 200, resp.StatusCode, body)
+	require.Contains(t, body, `"dev"`)
+	require.NotEmpty(t, resp.Header.Get("X-Request-Id"))
+	resp, _ = get(devKey)
+	require.Equal(t, 401, resp.StatusCode, "a tenant key is not an admin token")
+}

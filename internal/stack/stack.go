@@ -44,6 +44,7 @@ type Stack struct {
 	router   *router.Router
 	gateway  *gateway.Gateway
 	platform *platform.Platform
+	admin    http.Handler // the gateway's /admin/v1 API
 
 	// DevKey is the development tenant's API key when this start created it, else "".
 	DevKey string
@@ -121,6 +122,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (st *Stack, 
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		s.gateway = g
+		s.admin = g.AdminHandler()
 		link(g, config.LayerGateway)
 	}
 	if cfg.Has(config.LayerPlatform) {
@@ -290,6 +292,10 @@ func (s *Stack) frontDoor(top http.Handler) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		if s.admin != nil && strings.HasPrefix(r.URL.Path, gateway.AdminPathPrefix) {
+			s.admin.ServeHTTP(w, r)
+			return
+		}
 		top.ServeHTTP(w, r)
 	})
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -51,5 +52,5 @@ func TestGatewaySchemaNewerThanBinary(t *testing.T) {
 	require.NoError(t, st.MigrateGateway(ctx))
 	_, err = st.db.ExecContext(ctx, `INSERT INTO schema_migrations (component, version, applied_at) VALUES ('gateway', 99, 0)`)
 	require.NoError(t, err)
-	require.ErrorContains(t, st.MigrateGateway(ctx), "gateway schema version 99 is newer than this binary's 3")
+	require.ErrorContains(t, st.MigrateGateway(ctx), "gateway schema version 99 is newer than this binary's "+strconv.Itoa(GatewaySchemaVersion))
 }

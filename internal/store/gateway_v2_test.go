@@ -21,12 +21,12 @@ func TestGatewayMigrations(t *testing.T) {
 		ctx := context.Background()
 		v, err := st.GatewayMigrations(ctx)
 		require.NoError(t, err)
-		require.Equal(t, []int{2, 3}, v)
-		require.Equal(t, 3, store.GatewaySchemaVersion)
+		require.Equal(t, []int{2, 3, 4}, v)
+		require.Equal(t, 4, store.GatewaySchemaVersion)
 		require.NoError(t, st.MigrateGateway(ctx), "applying again is a no-op")
 		v, err = st.GatewayMigrations(ctx)
 		require.NoError(t, err)
-		require.Equal(t, []int{2, 3}, v)
+		require.Equal(t, []int{2, 3, 4}, v)
 	})
 }
 
@@ -45,7 +45,7 @@ func TestGatewayMigrationsSurviveReopen(t *testing.T) {
 	require.Equal(t, "gold", got.Tier)
 	v, err := st.GatewayMigrations(ctx)
 	require.NoError(t, err)
-	require.Equal(t, []int{2, 3}, v)
+	require.Equal(t, []int{2, 3, 4}, v)
 }
 
 func TestPolicyOverrides(t *testing.T) {

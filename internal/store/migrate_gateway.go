@@ -43,6 +43,19 @@ var gatewayMigrations = [][]string{
 			hash      BLOB NOT NULL
 		)`,
 	},
+	// 4: admin tokens (admin_tokens.go), separate from tenant keys so a tenant key can never
+	// authenticate to the admin API.
+	{
+		`CREATE TABLE admin_tokens (
+			id          TEXT PRIMARY KEY,
+			name        TEXT NOT NULL,
+			prefix      TEXT NOT NULL,
+			hash        BLOB NOT NULL UNIQUE,
+			scopes      TEXT NOT NULL,
+			created_at  BIGINT NOT NULL,
+			revoked_at  BIGINT
+		)`,
+	},
 }
 
 // GatewaySchemaVersion is the version of the tenant plane's tables this code expects.

@@ -18,7 +18,9 @@
 //   - vLLM's KV-cache events over ZMQ in both encodings, with the replay socket (kvevents.go,
 //     vllm/distributed/kv_events.py);
 //   - /v1/embeddings with lexical signal (embeddings.go), /detokenize, and tool calls by a
-//     documented deterministic rule (toolcall.go).
+//     documented deterministic rule (toolcall.go);
+//   - fault injection for tests of the layers above (faults.go, config.Sim.Faults): error JSON,
+//     streams cut mid-way, hangs, and a slow cold start, deterministic from the seed.
 //
 // The core is a deterministic state machine with no goroutines; one goroutine per Server (the
 // step loop) drives it, plus the KV-event replay server when configured; Close stops them.

@@ -191,6 +191,8 @@ type simMetrics struct {
 	stepTime        prometheus.Observer
 	lag             prometheus.Observer
 	kvPublishErrors prometheus.Counter
+	// faults counts injected faults by kind: error, hang, reset, cold_start.
+	faults *prometheus.CounterVec
 }
 
 func newSimMetrics(reg prometheus.Registerer, name string) (*simMetrics, error) {
@@ -205,12 +207,14 @@ func newSimMetrics(reg prometheus.Registerer, name string) (*simMetrics, error) 
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)})
 	kvErrs := prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_engine_sim_kv_event_publish_errors_total",
 		Help: "KV-event batches the simulated replica failed to encode or send."})
-	m.steps, m.stepTime, m.lag, m.kvPublishErrors = steps, stepTime, lag, kvErrs
+	faults := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_engine_sim_faults_injected_total",
+		Help: "Faults injected by the simulated replica (sim.faults), by kind: error, hang, reset, cold_start."}, []string{"fault"})
+	m.steps, m.stepTime, m.lag, m.kvPublishErrors, m.faults = steps, stepTime, lag, kvErrs, faults
 	if reg == nil {
 		return m, nil
 	}
 	r := prometheus.WrapRegistererWith(prometheus.Labels{"replica": name}, reg)
-	for _, c := range []prometheus.Collector{steps, stepTime, lag, kvErrs} {
+	for _, c := range []prometheus.Collector{steps, stepTime, lag, kvErrs, faults} {
 		if err := r.Register(c); err != nil {
 			return nil, err
 		}

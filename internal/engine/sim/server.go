@@ -55,6 +55,9 @@ type Server struct {
 	// step loop publishes, so sequence numbers follow the steps.
 	kvPub *kvPublisher
 
+	// faults injects the configured failures (cfg.Faults).
+	faults *faults
+
 	kick      chan struct{}
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -96,6 +99,12 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 		return nil, fmt.Errorf("sim: max_output_tokens must be positive, got %d", cfg.MaxOutputTokens)
 	case cfg.TimeScale != nil && *cfg.TimeScale < 0:
 		return nil, fmt.Errorf("sim: time_scale must not be negative, got %g", *cfg.TimeScale)
+	case !validFraction(cfg.Faults.ErrorRate) || !validFraction(cfg.Faults.ResetRate) || !validFraction(cfg.Faults.HangRate):
+		return nil, fmt.Errorf("sim: fault rates must be in [0, 1], got error %g, reset %g, hang %g",
+			cfg.Faults.ErrorRate, cfg.Faults.ResetRate, cfg.Faults.HangRate)
+	case cfg.Faults.ResetAfter < 0 || cfg.Faults.ColdStart < 0:
+		return nil, fmt.Errorf("sim: faults.reset_after and faults.cold_start must not be negative, got %d and %s",
+			cfg.Faults.ResetAfter, cfg.Faults.ColdStart.D())
 	}
 	util := DefaultGPUMemoryUtilization
 	if cfg.GPUMemoryUtilization != nil {
@@ -144,6 +153,7 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		adapters: map[string]*loraAdapter{},
+		faults:   newFaults(cfg.Faults, cfg.Seed, name, clk.Now()),
 	}
 	if cfg.KVEventsEndpoint != "" {
 		if s.kvPub, err = newKVPublisher(cfg); err != nil {
@@ -338,13 +348,27 @@ func (s *Server) abort(seqs []*sequence) {
 }
 
 // ServeHTTP serves vLLM's OpenAI-compatible API. Errors are vLLM's ErrorResponse JSON.
+//
+// With cfg.Faults set it first injects the configured faults: 503 during the cold start, an
+// error JSON, a hang until the client goes away, or a stream cut after cfg.Faults.ResetAfter
+// events by panic(http.ErrAbortHandler), which net/http turns into an aborted connection.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var rw *resetWriter
 	defer func() {
 		if v := recover(); v != nil {
 			// Never a panic to the client; the detail-free 500 is all it sees.
 			openai.WriteError(w, fmt.Errorf("sim: panic: %v", v))
+			return
+		}
+		if rw != nil && rw.dropped {
+			s.simStats.faults.WithLabelValues("reset").Inc()
+			panic(http.ErrAbortHandler)
 		}
 	}()
+	var handled bool
+	if w, rw, handled = s.serveFaults(w, r); handled {
+		return
+	}
 	route := func(method string, h func(http.ResponseWriter, *http.Request)) {
 		if r.Method != method {
 			w.Header().Set("Allow", method)
