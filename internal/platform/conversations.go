@@ -40,14 +40,14 @@ type deletedConversation struct {
 
 func (p *Platform) routeConversations() {
 	const base = "/v1/conversations"
-	p.route("POST "+base, base, p.createConversation)
-	p.route("GET "+base+"/{id}", base+"/{id}", p.getConversation)
-	p.route("POST "+base+"/{id}", base+"/{id}", p.updateConversation)
-	p.route("DELETE "+base+"/{id}", base+"/{id}", p.deleteConversation)
-	p.route("GET "+base+"/{id}/items", base+"/{id}/items", p.listConversationItems)
-	p.route("POST "+base+"/{id}/items", base+"/{id}/items", p.createConversationItems)
-	p.route("GET "+base+"/{id}/items/{item}", base+"/{id}/items/{item}", p.getConversationItem)
-	p.route("DELETE "+base+"/{id}/items/{item}", base+"/{id}/items/{item}", p.deleteConversationItem)
+	p.routeOwned("POST "+base, base, p.createConversation)
+	p.routeOwned("GET "+base+"/{id}", base+"/{id}", p.getConversation)
+	p.routeOwned("POST "+base+"/{id}", base+"/{id}", p.updateConversation)
+	p.routeOwned("DELETE "+base+"/{id}", base+"/{id}", p.deleteConversation)
+	p.routeOwned("GET "+base+"/{id}/items", base+"/{id}/items", p.listConversationItems)
+	p.routeOwned("POST "+base+"/{id}/items", base+"/{id}/items", p.createConversationItems)
+	p.routeOwned("GET "+base+"/{id}/items/{item}", base+"/{id}/items/{item}", p.getConversationItem)
+	p.routeOwned("DELETE "+base+"/{id}/items/{item}", base+"/{id}/items/{item}", p.deleteConversationItem)
 }
 
 // readObject reads a JSON object body into its fields, allowing only the names in allowed.
@@ -145,12 +145,7 @@ func renderConversation(c *store.Conversation) *conversation {
 }
 
 // createConversation answers POST /v1/conversations {items?, metadata?}.
-func (p *Platform) createConversation(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) createConversation(w http.ResponseWriter, r *http.Request, owner string) {
 	fields, err := readObject(r, "items", "metadata")
 	if err != nil {
 		p.fail(w, err)
@@ -187,12 +182,7 @@ func duplicateItem(err error) error {
 }
 
 // getConversation answers GET /v1/conversations/{id}.
-func (p *Platform) getConversation(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) getConversation(w http.ResponseWriter, r *http.Request, owner string) {
 	id := r.PathValue("id")
 	c, err := p.st.GetConversation(r.Context(), owner, id)
 	if err != nil {
@@ -203,12 +193,7 @@ func (p *Platform) getConversation(w http.ResponseWriter, r *http.Request) {
 }
 
 // updateConversation answers POST /v1/conversations/{id} {metadata}: metadata is replaced.
-func (p *Platform) updateConversation(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) updateConversation(w http.ResponseWriter, r *http.Request, owner string) {
 	fields, err := readObject(r, "metadata")
 	if err != nil {
 		p.fail(w, err)
@@ -234,12 +219,7 @@ func (p *Platform) updateConversation(w http.ResponseWriter, r *http.Request) {
 
 // deleteConversation answers DELETE /v1/conversations/{id}; its items go with it. Responses
 // created in it stay (they hold their own copy of the history).
-func (p *Platform) deleteConversation(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) deleteConversation(w http.ResponseWriter, r *http.Request, owner string) {
 	id := r.PathValue("id")
 	if err := p.st.DeleteConversation(r.Context(), owner, id); err != nil {
 		p.fail(w, convNotFound(id, err))
@@ -251,12 +231,7 @@ func (p *Platform) deleteConversation(w http.ResponseWriter, r *http.Request) {
 // listConversationItems answers GET /v1/conversations/{id}/items with limit (1..100, default
 // 20), order (asc | desc, default desc) and after (an item id). include is accepted and
 // ignored: Strata's items carry no optional parts yet.
-func (p *Platform) listConversationItems(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) listConversationItems(w http.ResponseWriter, r *http.Request, owner string) {
 	q := r.URL.Query()
 	page := store.ItemPage{Limit: 20, Desc: true, After: q.Get("after")}
 	if v := q.Get("limit"); v != "" {
@@ -309,12 +284,7 @@ func itemPage(items []store.ConversationItem, more bool) itemList {
 
 // createConversationItems answers POST /v1/conversations/{id}/items {items}: 1..20 items
 // appended in order, answered as a list of the added items.
-func (p *Platform) createConversationItems(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) createConversationItems(w http.ResponseWriter, r *http.Request, owner string) {
 	fields, err := readObject(r, "items")
 	if err != nil {
 		p.fail(w, err)
@@ -338,12 +308,7 @@ func (p *Platform) createConversationItems(w http.ResponseWriter, r *http.Reques
 }
 
 // getConversationItem answers GET /v1/conversations/{id}/items/{item}.
-func (p *Platform) getConversationItem(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) getConversationItem(w http.ResponseWriter, r *http.Request, owner string) {
 	id, itemID := r.PathValue("id"), r.PathValue("item")
 	it, err := p.st.GetConversationItem(r.Context(), owner, id, itemID)
 	if err != nil {
@@ -355,12 +320,7 @@ func (p *Platform) getConversationItem(w http.ResponseWriter, r *http.Request) {
 
 // deleteConversationItem answers DELETE /v1/conversations/{id}/items/{item} with the
 // conversation, as OpenAI does.
-func (p *Platform) deleteConversationItem(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) deleteConversationItem(w http.ResponseWriter, r *http.Request, owner string) {
 	id, itemID := r.PathValue("id"), r.PathValue("item")
 	if err := p.st.DeleteConversationItem(r.Context(), owner, id, itemID); err != nil {
 		p.fail(w, p.itemNotFound(r.Context(), owner, id, itemID, err))

@@ -178,20 +178,15 @@ func parseUpload(contentType string, body io.Reader, limit int64) (*upload, erro
 }
 
 func (p *Platform) routeFiles() {
-	p.route("POST /v1/files", "/v1/files", p.createFile)
-	p.route("GET /v1/files", "/v1/files", p.listFiles)
+	p.routeOwned("POST /v1/files", "/v1/files", p.createFile)
+	p.routeOwned("GET /v1/files", "/v1/files", p.listFiles)
 	p.route("GET /v1/files/{id}", "/v1/files/{id}", p.getFile)
 	p.route("DELETE /v1/files/{id}", "/v1/files/{id}", p.deleteFile)
 	p.route("GET /v1/files/{id}/content", "/v1/files/{id}/content", p.fileContent)
 }
 
 // createFile answers POST /v1/files with the File object.
-func (p *Platform) createFile(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) createFile(w http.ResponseWriter, r *http.Request, owner string) {
 	up, err := parseUpload(r.Header.Get("Content-Type"), r.Body, p.cfg.FileBytes())
 	if err != nil {
 		p.fail(w, err)
@@ -286,12 +281,7 @@ type fileList struct {
 
 // listFiles answers GET /v1/files with purpose, limit (1..10000, default 10000), order (asc |
 // desc, default desc) and after (a file id). Expired files are left out.
-func (p *Platform) listFiles(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) listFiles(w http.ResponseWriter, r *http.Request, owner string) {
 	q := r.URL.Query()
 	page := store.FilePage{Purpose: q.Get("purpose"), After: q.Get("after"), Desc: true, Limit: 10000}
 	if page.Purpose != "" && !slices.Contains(filePurposes, page.Purpose) {

@@ -103,9 +103,9 @@ func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock
 	p.route("POST "+openai.PathCompletions, openai.PathCompletions, p.passThrough)
 	p.route("POST "+openai.PathEmbeddings, openai.PathEmbeddings, p.passThrough)
 	p.route("GET "+openai.PathModels, openai.PathModels, p.passThrough)
-	p.route("POST "+openai.PathResponses, openai.PathResponses, p.createResponse)
+	p.routeOwned("POST "+openai.PathResponses, openai.PathResponses, p.createResponse)
 	p.route("GET "+openai.PathResponses+"/{id}", openai.PathResponses+"/{id}", p.getResponse)
-	p.route("DELETE "+openai.PathResponses+"/{id}", openai.PathResponses+"/{id}", p.deleteResponse)
+	p.routeOwned("DELETE "+openai.PathResponses+"/{id}", openai.PathResponses+"/{id}", p.deleteResponse)
 	p.route("POST "+openai.PathResponses+"/{id}/cancel", openai.PathResponses+"/{id}/cancel", p.cancelResponse)
 	p.route("GET "+openai.PathResponses+"/{id}/input_items", openai.PathResponses+"/{id}/input_items", p.listInputItems)
 	p.routeConversations()
@@ -128,6 +128,20 @@ func (p *Platform) route(pattern, path string, h http.HandlerFunc) {
 		sw := &telemetry.StatusWriter{ResponseWriter: w}
 		h(sw, r)
 		p.requests.WithLabelValues(path, strconv.Itoa(sw.Status())).Inc()
+	})
+}
+
+// routeOwned registers h for pattern like route, for the routes of objects the caller owns:
+// the owner token is derived from the caller's key before h runs, and a request without a key
+// is answered 401 without reaching h, so no owned route can forget the check.
+func (p *Platform) routeOwned(pattern, path string, h func(w http.ResponseWriter, r *http.Request, owner string)) {
+	p.route(pattern, path, func(w http.ResponseWriter, r *http.Request) {
+		owner, ok := ownerOf(r)
+		if !ok {
+			p.fail(w, errNoKey)
+			return
+		}
+		h(w, r, owner)
 	})
 }
 

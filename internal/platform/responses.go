@@ -338,14 +338,9 @@ func copyRateLimitHeaders(dst, src http.Header) {
 }
 
 // createResponse answers POST /v1/responses.
-func (p *Platform) createResponse(w http.ResponseWriter, r *http.Request) {
+func (p *Platform) createResponse(w http.ResponseWriter, r *http.Request, owner string) {
 	start := p.clk.Now()
 	defer func() { p.responseSeconds.Observe(p.clk.Since(start).Seconds()) }()
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		p.fail(w, err)
@@ -402,12 +397,7 @@ func (p *Platform) getResponse(w http.ResponseWriter, r *http.Request) {
 }
 
 // deleteResponse answers DELETE /v1/responses/{id} with {id, object:"response", deleted:true}.
-func (p *Platform) deleteResponse(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) deleteResponse(w http.ResponseWriter, r *http.Request, owner string) {
 	id := r.PathValue("id")
 	if err := p.st.DeleteResponse(r.Context(), owner, id); err != nil {
 		p.fail(w, notFound(id, err))

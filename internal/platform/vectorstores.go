@@ -370,15 +370,15 @@ type searchContent struct {
 
 func (p *Platform) routeVectorStores() {
 	const base = "/v1/vector_stores"
-	p.route("POST "+base, base, p.createVectorStore)
-	p.route("GET "+base, base, p.listVectorStores)
-	p.route("GET "+base+"/{id}", base+"/{id}", p.getVectorStore)
-	p.route("DELETE "+base+"/{id}", base+"/{id}", p.deleteVectorStore)
-	p.route("POST "+base+"/{id}/files", base+"/{id}/files", p.createVectorStoreFile)
-	p.route("GET "+base+"/{id}/files", base+"/{id}/files", p.listVectorStoreFiles)
-	p.route("GET "+base+"/{id}/files/{file}", base+"/{id}/files/{file}", p.getVectorStoreFile)
-	p.route("DELETE "+base+"/{id}/files/{file}", base+"/{id}/files/{file}", p.deleteVectorStoreFile)
-	p.route("POST "+base+"/{id}/search", base+"/{id}/search", p.searchVectorStore)
+	p.routeOwned("POST "+base, base, p.createVectorStore)
+	p.routeOwned("GET "+base, base, p.listVectorStores)
+	p.routeOwned("GET "+base+"/{id}", base+"/{id}", p.getVectorStore)
+	p.routeOwned("DELETE "+base+"/{id}", base+"/{id}", p.deleteVectorStore)
+	p.routeOwned("POST "+base+"/{id}/files", base+"/{id}/files", p.createVectorStoreFile)
+	p.routeOwned("GET "+base+"/{id}/files", base+"/{id}/files", p.listVectorStoreFiles)
+	p.routeOwned("GET "+base+"/{id}/files/{file}", base+"/{id}/files/{file}", p.getVectorStoreFile)
+	p.routeOwned("DELETE "+base+"/{id}/files/{file}", base+"/{id}/files/{file}", p.deleteVectorStoreFile)
+	p.routeOwned("POST "+base+"/{id}/search", base+"/{id}/search", p.searchVectorStore)
 }
 
 func vsNotFound(id string, err error) error {
@@ -451,12 +451,7 @@ func (p *Platform) ingest(r *http.Request, owner, vs, fileID string, c chunking,
 
 // createVectorStore answers POST /v1/vector_stores {name?, file_ids?, metadata?,
 // chunking_strategy?}; the files are ingested before the answer.
-func (p *Platform) createVectorStore(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) createVectorStore(w http.ResponseWriter, r *http.Request, owner string) {
 	fields, err := readObject(r, "name", "file_ids", "metadata", "chunking_strategy", "expires_after", "description")
 	if err != nil {
 		p.fail(w, err)
@@ -505,12 +500,7 @@ func (p *Platform) createVectorStore(w http.ResponseWriter, r *http.Request) {
 	writeValue(w, o)
 }
 
-func (p *Platform) getVectorStore(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) getVectorStore(w http.ResponseWriter, r *http.Request, owner string) {
 	id := r.PathValue("id")
 	v, err := p.st.GetVectorStore(r.Context(), owner, id)
 	if err != nil {
@@ -527,12 +517,7 @@ func (p *Platform) getVectorStore(w http.ResponseWriter, r *http.Request) {
 
 // listVectorStores answers GET /v1/vector_stores: newest first, limit 1..100 (default 20).
 // Cursor paging (after, before) is not supported yet.
-func (p *Platform) listVectorStores(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) listVectorStores(w http.ResponseWriter, r *http.Request, owner string) {
 	limit := 20
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -568,12 +553,7 @@ func (p *Platform) listVectorStores(w http.ResponseWriter, r *http.Request) {
 	writeValue(w, out)
 }
 
-func (p *Platform) deleteVectorStore(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) deleteVectorStore(w http.ResponseWriter, r *http.Request, owner string) {
 	id := r.PathValue("id")
 	if err := p.st.DeleteVectorStore(r.Context(), owner, id); err != nil {
 		p.fail(w, vsNotFound(id, err))
@@ -584,12 +564,7 @@ func (p *Platform) deleteVectorStore(w http.ResponseWriter, r *http.Request) {
 
 // createVectorStoreFile answers POST /v1/vector_stores/{id}/files {file_id, attributes?,
 // chunking_strategy?} with the vector store file, completed or failed.
-func (p *Platform) createVectorStoreFile(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) createVectorStoreFile(w http.ResponseWriter, r *http.Request, owner string) {
 	fields, err := readObject(r, "file_id", "attributes", "chunking_strategy")
 	if err != nil {
 		p.fail(w, err)
@@ -631,12 +606,7 @@ func (p *Platform) createVectorStoreFile(w http.ResponseWriter, r *http.Request)
 	writeValue(w, renderVectorStoreFile(vf, c))
 }
 
-func (p *Platform) listVectorStoreFiles(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) listVectorStoreFiles(w http.ResponseWriter, r *http.Request, owner string) {
 	id := r.PathValue("id")
 	files, err := p.st.ListVectorStoreFiles(r.Context(), owner, id)
 	if err != nil {
@@ -663,12 +633,7 @@ func (p *Platform) listVectorStoreFiles(w http.ResponseWriter, r *http.Request) 
 	writeValue(w, out)
 }
 
-func (p *Platform) getVectorStoreFile(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) getVectorStoreFile(w http.ResponseWriter, r *http.Request, owner string) {
 	id, file := r.PathValue("id"), r.PathValue("file")
 	f, err := p.st.GetVectorStoreFile(r.Context(), owner, id, file)
 	if err != nil {
@@ -678,12 +643,7 @@ func (p *Platform) getVectorStoreFile(w http.ResponseWriter, r *http.Request) {
 	writeValue(w, renderVectorStoreFile(f, chunking{MaxChunkSizeTokens: defaultChunkTokens, ChunkOverlapTokens: defaultChunkOverlap}))
 }
 
-func (p *Platform) deleteVectorStoreFile(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) deleteVectorStoreFile(w http.ResponseWriter, r *http.Request, owner string) {
 	id, file := r.PathValue("id"), r.PathValue("file")
 	if err := p.st.DeleteVectorStoreFile(r.Context(), owner, id, file); err != nil {
 		p.fail(w, p.vsFileNotFound(r, owner, id, file, err))
@@ -785,12 +745,7 @@ func (p *Platform) search(ctx context.Context, owner string, vs []string, q *sea
 }
 
 // searchVectorStore answers POST /v1/vector_stores/{id}/search (keyword search).
-func (p *Platform) searchVectorStore(w http.ResponseWriter, r *http.Request) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		p.fail(w, errNoKey)
-		return
-	}
+func (p *Platform) searchVectorStore(w http.ResponseWriter, r *http.Request, owner string) {
 	fields, err := readObject(r, "query", "max_num_results", "filters", "ranking_options", "rewrite_query")
 	if err != nil {
 		p.fail(w, err)
