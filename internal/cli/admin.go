@@ -83,20 +83,7 @@ func keysCmd(g *globals) *cobra.Command {
 	}
 	list.Flags().StringVar(&listTenant, "tenant", "", "only this tenant's keys")
 
-	revoke := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke an API key at once",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
-				if err := a.RevokeKey(cmd.Context(), args[0]); err != nil {
-					return err
-				}
-				fmt.Fprintf(g.stdout, "revoked %s\n", args[0])
-				return nil
-			})
-		},
-	}
+	revoke := revokeCmd(g, "Revoke an API key at once", (*gateway.Admin).RevokeKey)
 	cmd.AddCommand(create, list, revoke)
 	return cmd
 }
@@ -183,6 +170,24 @@ func usageCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&tenant, "tenant", "", "only this tenant's usage")
 	cmd.Flags().IntVar(&limit, "limit", 100, "most recent records to show")
 	return cmd
+}
+
+// revokeCmd is `revoke ID` for keys and admin tokens: revoke runs with the command's context.
+func revokeCmd(g *globals, short string, revoke func(*gateway.Admin, context.Context, string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
+				if err := revoke(a, cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "revoked %s\n", args[0])
+				return nil
+			})
+		},
+	}
 }
 
 func tenantNames(ctx context.Context, a *gateway.Admin) (map[string]string, error) {

@@ -71,20 +71,7 @@ func adminTokensCmd(g *globals) *cobra.Command {
 		},
 	}
 
-	revoke := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke an admin token at once",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
-				if err := a.RevokeAdminToken(cmd.Context(), args[0]); err != nil {
-					return err
-				}
-				fmt.Fprintf(g.stdout, "revoked %s\n", args[0])
-				return nil
-			})
-		},
-	}
+	revoke := revokeCmd(g, "Revoke an admin token at once", (*gateway.Admin).RevokeAdminToken)
 	cmd.AddCommand(create, list, revoke)
 	return cmd
 }
