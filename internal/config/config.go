@@ -71,6 +71,13 @@ type Engine struct {
 	Models []string `json:"models"`
 	// GPU type, recorded with usage so margin can be computed (H100-SXM, A100-80GB, ...).
 	GPU string `json:"gpu"`
+	// Role is the replica's part in prefill/decode disaggregation, as llm-d labels its pods
+	// (llm-d.ai/role): "prefill", "decode" or "both". Empty means both. Prefill-only replicas
+	// receive only the prefill leg of disaggregated requests (see internal/router/README.md).
+	Role string `json:"role"`
+	// KVEvents is the ZMQ address of the engine's KV-cache event publisher, as vLLM's
+	// --kv-events-config endpoint ("tcp://10.0.0.7:5557"). Empty: the router does not subscribe.
+	KVEvents string `json:"kv_events"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("50ms", "1m30s") in YAML.
@@ -236,6 +243,9 @@ func (c *Config) Validate() error {
 		}
 		if names[e.Name] {
 			return fmt.Errorf("engines[%d].name: %q used twice", i, e.Name)
+		}
+		if err := e.validate(); err != nil {
+			return fmt.Errorf("engines[%d].%w", i, err)
 		}
 		names[e.Name] = true
 	}

@@ -20,6 +20,12 @@ func TestBadConfigs(t *testing.T) {
 		"unknown_layer":        `layers: unknown layer "gpu" (want platform, gateway, router or engine)`,
 		"engine_url":           `engines[0].url: "localhost:8000" is not an http(s) URL`,
 		"engine_name_twice":    `engines[1].name: "a" used twice`,
+		"engine_role":          `engines[0].role: unknown role "primary" (want prefill, decode or both)`,
+		"engine_kv_events":     `engines[0].kv_events: "10.0.0.7:5557" is not a tcp://, ipc:// or inproc:// address`,
+		"router_flow_kv":       "router.flow_control.saturation.kv_cache_util_threshold: must be in (0, 1], got 80",
+		"router_flow_capacity": "router.flow_control.queue_capacity: must be at least 1, got 0",
+		"router_flow_ttl":      "router.flow_control.ttl: must be positive, got -5s",
+		"router_flow_priority": "cannot unmarshal string into Go struct field FlowControl.router.flow_control.objectives of type int",
 		"store_driver":         `store.driver: unknown driver "mysql" (want sqlite or postgres)`,
 		"sim_replicas":         "sim.replicas: must be at least 1, got 0",
 		"sim_replicas_type":    "cannot unmarshal string into Go struct field Sim.sim.replicas of type int",
@@ -43,6 +49,9 @@ func TestBadConfigs(t *testing.T) {
 		"gateway_backend":      `gateway.admission.backend: unknown backend "etcd" (want memory or redis)`,
 		"gateway_fail_open":    `gateway.admission.fail_open: unknown limit "budget"`,
 		"gateway_max_tokens":   "gateway.tiers.free.max_tokens_default: 4096 is above max_tokens_cap 1024",
+		"gateway_ledger_batch": "gateway.ledger.max_batch: must be between 1 and 10000, got 0",
+		"gateway_export_sink":  `gateway.export.sink: unknown sink "kafka" (want webhook or file)`,
+		"gateway_export_url":   `gateway.export.url: "ftp://example.com/events" is not an http:// or https:// URL`,
 	}
 	files, err := filepath.Glob("testdata/*.bad.yaml")
 	require.NoError(t, err)

@@ -36,6 +36,18 @@ type Gateway struct {
 	BillingTimeZone string `json:"billing_time_zone"`
 	// Admission selects where rate, concurrency, quota and spend state is kept.
 	Admission Admission `json:"admission"`
+	// ModelGroups names sets of models; a policy's models list may name a group as "@name".
+	// Default none.
+	ModelGroups map[string][]string `json:"model_groups"`
+	// SLO holds the latency targets per tier that strata_gateway_slo_violations_total counts
+	// against.
+	SLO SLO `json:"slo"`
+	// IOLog configures the opt-in per-tenant request/response log.
+	IOLog IOLog `json:"iolog"`
+	// Ledger tunes the group-commit writer of usage records (GWB).
+	Ledger Ledger `json:"ledger"`
+	// Export delivers every usage record as a CloudEvent to a webhook or an NDJSON file (GWB).
+	Export Export `json:"export"`
 }
 
 // Admission configures the admission backend of the gateway.
@@ -56,6 +68,54 @@ type Admission struct {
 	// keys "rates" (rpm, tpm), "concurrency", "quota" (monthly tokens), "spend" (monthly
 	// spend). Default rates and concurrency open, quota and spend closed.
 	FailOpen map[string]bool `json:"fail_open"`
+}
+
+// SLOTarget is one tier's latency objectives; 0 disables a check.
+type SLOTarget struct {
+	// TTFT is the most time to the first token (streams) or to the response headers (non-stream).
+	TTFT Duration `json:"ttft"`
+	// E2E is the most time for the whole request.
+	E2E Duration `json:"e2e"`
+}
+
+// SLO is the latency objectives of the gateway: Default for tiers without their own entry.
+type SLO struct {
+	// Default applies to every tier not in Tiers (and to tenants without a tier). Default
+	// ttft 2s, e2e 60s.
+	Default SLOTarget `json:"default"`
+	// Tiers overrides Default per tier name, field by field (a 0 field inherits Default's).
+	Tiers map[string]SLOTarget `json:"tiers"`
+}
+
+// Target returns the SLO target of tier: its own fields, else Default's.
+func (s *SLO) Target(tier string) SLOTarget {
+	t, ok := s.Tiers[tier]
+	if !ok {
+		return s.Default
+	}
+	if t.TTFT == 0 {
+		t.TTFT = s.Default.TTFT
+	}
+	if t.E2E == 0 {
+		t.E2E = s.Default.E2E
+	}
+	return t
+}
+
+// IOLog configures the I/O log: request and response bodies of tenants that opted in
+// (tenant flag, admin API / `strata tenants iolog`), kept in their own table.
+type IOLog struct {
+	// RetentionDays is how long entries are kept; older ones are purged. Default 30.
+	RetentionDays int `json:"retention_days"`
+	// PurgeInterval is how often expired entries are deleted. Default 1h.
+	PurgeInterval Duration `json:"purge_interval"`
+	// Redact are extra regular expressions (RE2) whose matches are replaced by "[REDACTED]"
+	// before a body is stored, after the defaults (e-mail addresses, payment card numbers).
+	Redact []string `json:"redact"`
+	// NoDefaultRedaction turns the default patterns off (only Redact applies).
+	NoDefaultRedaction bool `json:"no_default_redaction"`
+	// MaxBodyBytes bounds each stored body; longer ones are cut. Default 1 MiB.
+	MaxBodyBytes int `json:"max_body_bytes"`
 }
 
 // FailOpenLimits are the keys of Admission.FailOpen.
@@ -88,6 +148,9 @@ type Policy struct {
 	// Objective is the inference objective name sent down as x-gateway-inference-objective (the
 	// router maps it to a priority). "" sends none.
 	Objective *string `json:"objective,omitempty"`
+	// Fairness chooses the flow sent down as x-gateway-inference-fairness-id: "tenant" (one flow
+	// per tenant, the default) or "key" (one flow per API key).
+	Fairness *string `json:"fairness,omitempty"`
 }
 
 // maxPolicyValue bounds every numeric policy field: far above any real limit, far below where
@@ -120,6 +183,9 @@ func (p *Policy) Validate() error {
 	if p.Objective != nil && *p.Objective != "" && !objectiveName.MatchString(*p.Objective) {
 		return fmt.Errorf("objective: %q is not a name of 1 to 63 letters, digits, '.', '_' or '-'", *p.Objective)
 	}
+	if p.Fairness != nil && *p.Fairness != "" && *p.Fairness != "tenant" && *p.Fairness != "key" {
+		return fmt.Errorf("fairness: %q: want tenant or key", *p.Fairness)
+	}
 	return nil
 }
 
@@ -137,6 +203,9 @@ func (p Policy) Over(o Policy) Policy {
 	}
 	if o.Objective != nil {
 		p.Objective = o.Objective
+	}
+	if o.Fairness != nil {
+		p.Fairness = o.Fairness
 	}
 	return p
 }
@@ -194,6 +263,12 @@ func (g *Gateway) validate() error {
 	if a.ReservationTTL <= 0 {
 		return fmt.Errorf("admission.reservation_ttl: must be positive, got %s", a.ReservationTTL.D())
 	}
+	if err := g.validateGWA(); err != nil {
+		return err
+	}
+	if err := g.validateGWB(); err != nil {
+		return err
+	}
 	for k := range a.FailOpen {
 		if !slices.Contains(FailOpenLimits, k) {
 			return fmt.Errorf("admission.fail_open: unknown limit %q (want rates, concurrency, quota or spend)", k)
@@ -215,6 +290,177 @@ func (a *Admission) FailsOpen(limit string) bool {
 func defaultGateway() Gateway {
 	return Gateway{DevTenant: ptr("dev"), DevRPM: ptr(600), DevTPM: ptr(1_000_000), AuthCacheTTL: Duration(5 * time.Second),
 		BillingTimeZone: "UTC",
+		SLO:             SLO{Default: SLOTarget{TTFT: Duration(2 * time.Second), E2E: Duration(60 * time.Second)}},
+		IOLog:           IOLog{RetentionDays: 30, PurgeInterval: Duration(time.Hour), MaxBodyBytes: 1 << 20},
+		Ledger:          defaultLedger(),
+		Export:          defaultExport(),
 		Admission: Admission{Backend: "memory", RedisURL: "redis://127.0.0.1:6379/0", KeyPrefix: "strata:gw:",
 			ReservationTTL: Duration(10 * time.Minute)}}
+}
+
+// validateGWA checks the model groups, SLO and I/O log settings.
+func (g *Gateway) validateGWA() error {
+	groups := make([]string, 0, len(g.ModelGroups))
+	for name := range g.ModelGroups {
+		groups = append(groups, name)
+	}
+	sort.Strings(groups)
+	for _, name := range groups {
+		if !objectiveName.MatchString(name) {
+			return fmt.Errorf("model_groups: %q is not a name of 1 to 63 letters, digits, '.', '_' or '-'", name)
+		}
+		if len(g.ModelGroups[name]) == 0 {
+			return fmt.Errorf("model_groups.%s: must list at least one model", name)
+		}
+		for _, m := range g.ModelGroups[name] {
+			if m == "" || len(m) > 256 || m[0] == '@' {
+				return fmt.Errorf("model_groups.%s: model name %q: want 1 to 256 bytes, not a group", name, m)
+			}
+		}
+	}
+	check := func(where string, t SLOTarget) error {
+		if t.TTFT < 0 {
+			return fmt.Errorf("%s.ttft: must not be negative, got %s", where, t.TTFT.D())
+		}
+		if t.E2E < 0 {
+			return fmt.Errorf("%s.e2e: must not be negative, got %s", where, t.E2E.D())
+		}
+		return nil
+	}
+	if err := check("slo.default", g.SLO.Default); err != nil {
+		return err
+	}
+	tiers := make([]string, 0, len(g.SLO.Tiers))
+	for name := range g.SLO.Tiers {
+		tiers = append(tiers, name)
+	}
+	sort.Strings(tiers)
+	for _, name := range tiers {
+		if err := check("slo.tiers."+name, g.SLO.Tiers[name]); err != nil {
+			return err
+		}
+	}
+	if g.IOLog.RetentionDays < 1 || g.IOLog.RetentionDays > 3650 {
+		return fmt.Errorf("iolog.retention_days: must be between 1 and 3650, got %d", g.IOLog.RetentionDays)
+	}
+	if g.IOLog.PurgeInterval <= 0 {
+		return fmt.Errorf("iolog.purge_interval: must be positive, got %s", g.IOLog.PurgeInterval.D())
+	}
+	if g.IOLog.MaxBodyBytes < 1 {
+		return fmt.Errorf("iolog.max_body_bytes: must be positive, got %d", g.IOLog.MaxBodyBytes)
+	}
+	for i, re := range g.IOLog.Redact {
+		if _, err := regexp.Compile(re); err != nil {
+			return fmt.Errorf("iolog.redact[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Ledger tunes the usage ledger's group-commit writer: the usage records of concurrent requests
+// are written in one transaction, and each request waits for the commit of its batch before the
+// end of its answer is sent (key gateway.ledger).
+type Ledger struct {
+	// MaxBatch is the most records committed in one transaction. Default 256.
+	MaxBatch int `json:"max_batch"`
+	// MaxDelay is how long the writer waits for more records before committing a batch that is
+	// not full. 0 (the default) commits as soon as the previous commit is done, with whatever
+	// arrived meanwhile: batches grow with load and an idle request waits for one commit only.
+	MaxDelay Duration `json:"max_delay"`
+	// WriteTimeout bounds how long a request waits for its record to commit; after it the request
+	// is answered as a storage failure. Default 10s.
+	WriteTimeout Duration `json:"write_timeout"`
+}
+
+func defaultLedger() Ledger {
+	return Ledger{MaxBatch: 256, WriteTimeout: Duration(10 * time.Second)}
+}
+
+// Export sinks.
+const (
+	ExportSinkNone    = ""
+	ExportSinkWebhook = "webhook"
+	ExportSinkFile    = "file"
+)
+
+// Export configures the CloudEvents export of usage records (key gateway.export): each record is
+// written with its event to an outbox in the same transaction, and delivered at least once
+// (consumers deduplicate on the event id, the record's request id).
+type Export struct {
+	// Sink is "" (no export, the default), "webhook" (POST each event to URL as
+	// application/cloudevents+json) or "file" (append each event as one JSON line to File).
+	Sink string `json:"sink"`
+	// URL is the webhook's http:// or https:// URL (sink webhook).
+	URL string `json:"url"`
+	// File is the NDJSON file events are appended to (sink file); created 0600.
+	File string `json:"file"`
+	// Source is the CloudEvents "source" attribute, a URI-reference. Default "/strata/gateway".
+	Source string `json:"source"`
+	// MaxAttempts is how many deliveries of an event are tried before it is dead-lettered (kept
+	// in the outbox with dead_at set). Default 8.
+	MaxAttempts int `json:"max_attempts"`
+	// InitialBackoff is the wait after the first failed delivery; each further failure doubles
+	// it, up to MaxBackoff. Defaults 1s and 5m.
+	InitialBackoff Duration `json:"initial_backoff"`
+	MaxBackoff     Duration `json:"max_backoff"`
+	// PollInterval is how often the outbox is read for due events when no new record woke the
+	// exporter. Default 1s.
+	PollInterval Duration `json:"poll_interval"`
+	// Timeout bounds one webhook delivery. Default 10s.
+	Timeout Duration `json:"timeout"`
+	// BatchSize is the most events read from the outbox at once. Default 100.
+	BatchSize int `json:"batch_size"`
+}
+
+func defaultExport() Export {
+	return Export{Source: "/strata/gateway", MaxAttempts: 8, InitialBackoff: Duration(time.Second),
+		MaxBackoff: Duration(5 * time.Minute), PollInterval: Duration(time.Second), Timeout: Duration(10 * time.Second), BatchSize: 100}
+}
+
+// validateGWB checks the ledger and export settings.
+func (g *Gateway) validateGWB() error {
+	l := &g.Ledger
+	if l.MaxBatch < 1 || l.MaxBatch > 10000 {
+		return fmt.Errorf("ledger.max_batch: must be between 1 and 10000, got %d", l.MaxBatch)
+	}
+	if l.MaxDelay < 0 || l.MaxDelay.D() > time.Second {
+		return fmt.Errorf("ledger.max_delay: must be between 0 and 1s, got %s", l.MaxDelay.D())
+	}
+	if l.WriteTimeout <= 0 {
+		return fmt.Errorf("ledger.write_timeout: must be positive, got %s", l.WriteTimeout.D())
+	}
+	e := &g.Export
+	switch e.Sink {
+	case ExportSinkNone:
+		return nil
+	case ExportSinkWebhook:
+		if u, err := url.Parse(e.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("export.url: %q is not an http:// or https:// URL", e.URL)
+		}
+	case ExportSinkFile:
+		if e.File == "" {
+			return fmt.Errorf("export.file: must be set with sink file")
+		}
+	default:
+		return fmt.Errorf("export.sink: unknown sink %q (want webhook or file)", e.Sink)
+	}
+	if _, err := url.Parse(e.Source); err != nil || e.Source == "" {
+		return fmt.Errorf("export.source: %q is not a URI-reference", e.Source)
+	}
+	if e.MaxAttempts < 1 || e.MaxAttempts > 1000 {
+		return fmt.Errorf("export.max_attempts: must be between 1 and 1000, got %d", e.MaxAttempts)
+	}
+	if e.InitialBackoff <= 0 || e.MaxBackoff < e.InitialBackoff {
+		return fmt.Errorf("export.initial_backoff: must be positive and at most max_backoff, got %s and %s", e.InitialBackoff.D(), e.MaxBackoff.D())
+	}
+	if e.PollInterval <= 0 {
+		return fmt.Errorf("export.poll_interval: must be positive, got %s", e.PollInterval.D())
+	}
+	if e.Timeout <= 0 {
+		return fmt.Errorf("export.timeout: must be positive, got %s", e.Timeout.D())
+	}
+	if e.BatchSize < 1 || e.BatchSize > 10000 {
+		return fmt.Errorf("export.batch_size: must be between 1 and 10000, got %d", e.BatchSize)
+	}
+	return nil
 }

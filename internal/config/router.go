@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -24,8 +25,13 @@ type Router struct {
 	PrefixBlockChars int `json:"prefix_block_chars"`
 	// PrefixLRUBlocks is the number of prefix blocks remembered per endpoint. Default 32768.
 	PrefixLRUBlocks int `json:"prefix_lru_blocks"`
-	// MaxAttempts is how many endpoints a request whose connection is refused may try. Default 3.
+	// MaxAttempts is how many endpoints a request may try when the chosen one fails before the
+	// first response byte (connection refused or reset, or a 502/503 answer from the engine).
+	// Default 3: the first choice and 2 retries.
 	MaxAttempts int `json:"max_attempts"`
+	// FlowControl queues, prioritises and sheds requests when every endpoint is saturated, after
+	// the Gateway API Inference Extension's flow control and InferenceObjective priorities.
+	FlowControl FlowControl `json:"flow_control"`
 	// Scheduler is the endpoint picker's plugin configuration, shaped like llm-d's
 	// EndpointPickerConfig. Nil (the default) builds the default profile from Weights,
 	// PrefixBlockChars and PrefixLRUBlocks. Plugin types and their parameters are checked when the
@@ -89,6 +95,90 @@ type ScorerWeights struct {
 	Prefix  *float64 `json:"prefix"`   // default 3
 }
 
+// FlowControl configures the router's admission: priorities from the
+// x-gateway-inference-objective header, a saturation detector, and a bounded queue that is
+// fair across x-gateway-inference-fairness-id values within a priority band. The semantics follow
+// the Gateway API Inference Extension (GIE): InferenceObjective priorities (negative =
+// sheddable), the utilization saturation detector (pkg/epp/.../saturationdetector) and the flow
+// controller's outcomes (queue at capacity: 429; TTL expired in the queue: 503).
+type FlowControl struct {
+	// Enabled queues requests in the router while every candidate endpoint is saturated. When
+	// false (the default, GIE without its flow-control feature gate) requests are never queued;
+	// sheddable ones are still refused with 429 while every candidate is saturated.
+	Enabled bool `json:"enabled"`
+	// Objectives maps an inference objective name (the x-gateway-inference-objective header,
+	// GIE's InferenceObjective) to its priority: higher is served first; negative priorities are
+	// sheddable.
+	Objectives map[string]int `json:"objectives"`
+	// DefaultPriority is the priority of a request without an objective header or naming an
+	// objective not in Objectives. Default 0, as GIE's default for requests without an
+	// InferenceObjective.
+	DefaultPriority int `json:"default_priority"`
+	// QueueCapacity bounds the requests waiting in the router, all bands together; a request
+	// arriving at a full queue gets 429. Default 1000.
+	QueueCapacity int `json:"queue_capacity"`
+	// TTL is how long a request may wait in the queue before it is answered 503. Default 30s.
+	TTL Duration `json:"ttl"`
+	// Saturation sets when an endpoint counts as saturated.
+	Saturation Saturation `json:"saturation"`
+}
+
+// Saturation holds the saturation detector's thresholds, after GIE's utilization detector: an
+// endpoint is saturated when its waiting queue (vllm:num_requests_waiting, plus requests the
+// router sent since the last scrape that the scrape does not show yet) is at least
+// QueueDepthThreshold, or its KV-cache usage is at least KVCacheUtilThreshold, or its metrics are
+// stale (router.stale_after), or it has MaxConcurrency requests in flight from this router.
+type Saturation struct {
+	// QueueDepthThreshold in requests. Default 5 (GIE DefaultQueueDepthThreshold).
+	QueueDepthThreshold int `json:"queue_depth_threshold"`
+	// KVCacheUtilThreshold in (0, 1]. Default 0.8 (GIE DefaultKVCacheUtilThreshold).
+	KVCacheUtilThreshold float64 `json:"kv_cache_util_threshold"`
+	// MaxConcurrency caps the requests in flight from this router per endpoint (GIE's
+	// concurrency detector); 0 (the default) means no cap.
+	MaxConcurrency int `json:"max_concurrency"`
+}
+
+func (f *FlowControl) validate() error {
+	switch {
+	case f.QueueCapacity < 1:
+		return fmt.Errorf("queue_capacity: must be at least 1, got %d", f.QueueCapacity)
+	case f.TTL <= 0:
+		return fmt.Errorf("ttl: must be positive, got %s", f.TTL.D())
+	case f.Saturation.QueueDepthThreshold < 1:
+		return fmt.Errorf("saturation.queue_depth_threshold: must be at least 1, got %d", f.Saturation.QueueDepthThreshold)
+	case !(f.Saturation.KVCacheUtilThreshold > 0 && f.Saturation.KVCacheUtilThreshold <= 1):
+		return fmt.Errorf("saturation.kv_cache_util_threshold: must be in (0, 1], got %g", f.Saturation.KVCacheUtilThreshold)
+	case f.Saturation.MaxConcurrency < 0:
+		return fmt.Errorf("saturation.max_concurrency: must not be negative, got %d", f.Saturation.MaxConcurrency)
+	}
+	for name := range f.Objectives {
+		if name == "" {
+			return errors.New("objectives: an objective name must not be empty")
+		}
+	}
+	return nil
+}
+
+// Engine roles of Engine.Role, as llm-d names them for prefill/decode disaggregation.
+const (
+	EngineRolePrefill = "prefill"
+	EngineRoleDecode  = "decode"
+	EngineRoleBoth    = "both"
+)
+
+// validate checks the fields of one engine that Config.Validate does not (url and name).
+func (e *Engine) validate() error {
+	switch e.Role {
+	case "", EngineRolePrefill, EngineRoleDecode, EngineRoleBoth:
+	default:
+		return fmt.Errorf("role: unknown role %q (want prefill, decode or both)", e.Role)
+	}
+	if e.KVEvents != "" && !validZMQEndpoint(e.KVEvents) {
+		return fmt.Errorf("kv_events: %q is not a tcp://, ipc:// or inproc:// address", e.KVEvents)
+	}
+	return nil
+}
+
 func (r *Router) validate() error {
 	for name, d := range map[string]Duration{"health_interval": r.HealthInterval, "scrape_interval": r.ScrapeInterval,
 		"scrape_timeout": r.ScrapeTimeout, "stale_after": r.StaleAfter} {
@@ -109,6 +199,9 @@ func (r *Router) validate() error {
 	case r.MaxAttempts < 1:
 		return fmt.Errorf("max_attempts: must be at least 1, got %d", r.MaxAttempts)
 	}
+	if err := r.FlowControl.validate(); err != nil {
+		return fmt.Errorf("flow_control.%w", err)
+	}
 	return nil
 }
 
@@ -118,5 +211,7 @@ func defaultRouter() Router {
 		ScrapeTimeout: Duration(time.Second), StaleAfter: Duration(2 * time.Second),
 		Weights:          ScorerWeights{Queue: ptr(1.0), KVCache: ptr(1.0), Prefix: ptr(3.0)},
 		PrefixBlockChars: 64, PrefixLRUBlocks: 32768, MaxAttempts: 3,
+		FlowControl: FlowControl{QueueCapacity: 1000, TTL: Duration(30 * time.Second),
+			Saturation: Saturation{QueueDepthThreshold: 5, KVCacheUtilThreshold: 0.8}},
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Sim configures the simulated vLLM replicas started when no external engines are listed.
@@ -50,9 +51,27 @@ type Sim struct {
 	// KVEventsEncoding selects how each event is encoded in the msgpack payload: "map" (tagged
 	// maps, vLLM >= 0.24, the default) or "array" (tagged positional arrays, earlier vLLM).
 	KVEventsEncoding string `json:"kv_events_encoding"`
+	// KVTransferGbps is the bandwidth, in Gbit/s per GPU, of the link prefill/decode
+	// disaggregation moves KV blocks over (vLLM's NixlConnector over RDMA). Default 400: one
+	// 400 Gb/s NIC per GPU, as in NVIDIA's DGX H100 (eight ConnectX-7 400 Gb/s compute ports for
+	// eight GPUs, DGX H100 user guide).
+	KVTransferGbps float64 `json:"kv_transfer_gbps"`
+	// KVTransferHost and KVTransferPort are the NIXL side channel a prefill replica names in
+	// the kv_transfer_params of its responses (remote_host, remote_port), as vLLM's
+	// VLLM_NIXL_SIDE_CHANNEL_HOST and VLLM_NIXL_SIDE_CHANNEL_PORT. The simulator moves no
+	// bytes: they are echoed only. Defaults "localhost" and 5600, vLLM's.
+	KVTransferHost string `json:"kv_transfer_host"`
+	KVTransferPort int    `json:"kv_transfer_port"`
 	// Faults injects failures for tests of the layers above; all off by default.
 	Faults SimFaults `json:"faults"`
 }
+
+// Defaults of the P/D fields of Sim (see there).
+const (
+	DefaultKVTransferGbps = 400
+	DefaultKVTransferHost = "localhost"
+	DefaultKVTransferPort = 5600
+)
 
 // SimFaults configures the simulator's fault injection (key sim.faults). Rates are fractions in
 // [0, 1] of the inference requests (POST /v1/chat/completions, /v1/completions, /v1/embeddings),
@@ -140,6 +159,10 @@ func (s *Sim) validate() error {
 		return fmt.Errorf("kv_events_replay_endpoint: %q is not a tcp://, ipc:// or inproc:// address", s.KVEventsReplayEndpoint)
 	case s.KVEventsReplayEndpoint != "" && s.KVEventsEndpoint == "":
 		return errors.New("kv_events_replay_endpoint: needs kv_events_endpoint")
+	case !(s.KVTransferGbps > 0) || math.IsInf(s.KVTransferGbps, 1):
+		return fmt.Errorf("kv_transfer_gbps: must be a positive number, got %g", s.KVTransferGbps)
+	case s.KVTransferPort < 1 || s.KVTransferPort > 65535:
+		return fmt.Errorf("kv_transfer_port: must be in [1, 65535], got %d", s.KVTransferPort)
 	}
 	return s.Faults.validate()
 }
@@ -149,5 +172,6 @@ func defaultSim() Sim {
 		Replicas: 3, Model: "meta-llama/Llama-3.1-8B-Instruct", GPU: "H100-SXM",
 		MaxModelLen: 8192, MaxNumSeqs: 256, BlockSize: 16, GPUMemoryUtilization: ptr(0.9), MaxLoras: 1,
 		TimeScale: ptr(1.0), MaxOutputTokens: 256, KVEventsEncoding: KVEventsEncodingMap,
+		KVTransferGbps: DefaultKVTransferGbps, KVTransferHost: DefaultKVTransferHost, KVTransferPort: DefaultKVTransferPort,
 	}
 }

@@ -100,11 +100,12 @@ func (g *Gateway) admit(ctx context.Context, h http.Header, p *principal, model 
 		}
 	}
 	if pol.monthlySpend > 0 {
-		pb, err := g.prices.get(ctx, now)
+		books, err := g.prices.get(ctx, now)
 		if err != nil {
 			g.log.ErrorContext(ctx, "gateway: reading the price book failed", "err", err)
 			return refuse(errAdmissionUnavailable)
 		}
+		pb := books.forTier(pol.tier)
 		if price, ok := pb.at(model, now); ok {
 			tk.price = price
 			tk.spendHeld = microsUp(costPicos(price, promptEst, 0, outTokens))

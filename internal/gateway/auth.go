@@ -58,9 +58,18 @@ type authenticator struct {
 	log    *slog.Logger
 	cache  *lru.Cache[string, *principal] // by hash, never by key
 	ttl    time.Duration                  // 0: every request reads the store
-	// failures counts refused authentications by reason ("missing", "invalid", "revoked").
+	// failures counts refused authentications by reason ("missing", "invalid", "revoked",
+	// "expired").
 	failures func(reason string)
 	cfg      *config.Gateway // tiers, for resolvePolicy
+	touches  *toucher        // nil: last_used_at written inline (at most once per TouchInterval)
+	audit    *authAuditor    // nil: refusals are only counted
+}
+
+// refuse counts and audits (coalesced) one refused authentication.
+func (a *authenticator) refuse(reason string) {
+	a.failures(reason)
+	a.audit.refused(reason, a.clk.Now())
 }
 
 func newAuthenticator(st *store.Store, secret []byte, ttl time.Duration, clk clock.PassiveClock, log *slog.Logger, failures func(string)) *authenticator {
@@ -69,16 +78,18 @@ func newAuthenticator(st *store.Store, secret []byte, ttl time.Duration, clk clo
 }
 
 // authenticate returns the principal of the request's key, or the *openai.Error to answer:
-// 401 for a missing, unknown, malformed or revoked key (the last three with one message, so a
-// caller cannot tell them apart), 503 when the store cannot be read.
+// 401 for a missing, unknown, malformed, revoked or expired key (all but the first with one
+// body, so a caller cannot tell them apart; the reason is counted and audited, coalesced), 503
+// when the store cannot be read. A key rotated away keeps working until its grace period ends
+// (its revoked_at).
 func (a *authenticator) authenticate(ctx context.Context, h http.Header) (*principal, error) {
 	key, present := keyFromHeaders(h)
 	if !present {
-		a.failures("missing")
+		a.refuse("missing")
 		return nil, errNoKey
 	}
 	if key == "" {
-		a.failures("invalid")
+		a.refuse("invalid")
 		return nil, errBadKey
 	}
 	hash := hashKey(a.secret, key)
@@ -88,14 +99,15 @@ func (a *authenticator) authenticate(ctx context.Context, h http.Header) (*princ
 		k, t, err := a.st.APIKeyByHash(ctx, hash)
 		if errors.Is(err, store.ErrNotFound) {
 			a.cache.Remove(string(hash))
-			a.failures("invalid")
+			a.refuse("invalid")
 			return nil, errBadKey
 		}
 		if err != nil {
 			a.log.ErrorContext(ctx, "gateway: authentication lookup failed", "err", err)
 			return nil, errAuthUnavailable
 		}
-		np := &principal{key: k, tenant: t, fairnessID: fairnessID(a.secret, t.ID), fetched: now, policy: resolvePolicy(a.cfg, t, k)}
+		np := &principal{key: k, tenant: t, fetched: now, policy: resolvePolicy(a.cfg, t, k)}
+		np.fairnessID = principalFairnessID(a.secret, np.policy.fairness, t, k)
 		np.lastUsed.Store(k.LastUsedAt.UnixMilli())
 		if ok {
 			// Keep what this process already wrote, in case the store lags behind it.
@@ -107,23 +119,32 @@ func (a *authenticator) authenticate(ctx context.Context, h http.Header) (*princ
 	// The lookup matched on the hash; compare it again in constant time so that nothing about
 	// the stored hash leaks through timing even if the lookup path did not compare bytes exactly.
 	if subtle.ConstantTimeCompare(p.key.Hash, hash) != 1 {
-		a.failures("invalid")
+		a.refuse("invalid")
 		return nil, errBadKey
 	}
 	if p.key.Revoked(now) {
-		a.failures("revoked")
+		a.refuse("revoked")
+		return nil, errBadKey
+	}
+	if p.key.Expired(now) {
+		a.refuse("expired")
 		return nil, errBadKey
 	}
 	a.touch(ctx, p, now)
 	return p, nil
 }
 
-// touch writes the key's last_used_at when the last known write is TouchInterval old. The CAS
-// lets one request of a burst do the write. A failed write is logged and otherwise ignored:
-// last_used_at is informational and must not fail a request.
+// touch records a use of the key when the last known write is TouchInterval old: the CAS lets
+// one request of a burst through, and the write itself is behind (toucher: batched, off the
+// request path). A failed write is logged and otherwise ignored: last_used_at is informational
+// and must not fail a request.
 func (a *authenticator) touch(ctx context.Context, p *principal, now time.Time) {
 	last := p.lastUsed.Load()
 	if now.UnixMilli()-last < TouchInterval.Milliseconds() || !p.lastUsed.CompareAndSwap(last, now.UnixMilli()) {
+		return
+	}
+	if a.touches != nil {
+		a.touches.touch(p.key.ID, now)
 		return
 	}
 	if err := a.st.TouchAPIKey(context.WithoutCancel(ctx), p.key.ID, now); err != nil {

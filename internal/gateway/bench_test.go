@@ -84,7 +84,7 @@ func BenchmarkRelayEvents(b *testing.B) {
 	b.SetBytes(int64(len(in)))
 	b.ReportAllocs()
 	for b.Loop() {
-		t, err := relayEvents(io.Discard, bytes.NewReader(in), true, func() {}, func(*tally) {})
+		t, err := relayEvents(io.Discard, bytes.NewReader(in), relayOpts{}, func() {}, func(*tally) error { return nil })
 		if err != nil || t.usage == nil {
 			b.Fatal(err)
 		}

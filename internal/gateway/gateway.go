@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -54,6 +55,15 @@ type Gateway struct {
 	backend backend
 	prices  *prices
 	loc     *time.Location // billing time zone: calendar months of quotas and spend caps
+	slo     *sloMetrics    // per-tier latency SLOs (slo.go)
+	iolog   *ioLog         // opt-in per-tenant I/O log (iolog.go)
+	touches *toucher       // write-behind of api_keys.last_used_at (auth.go)
+	authAud *authAuditor   // coalesced audit entries of refused authentications (auth.go)
+
+	ledger   *ledger       // group-commit writer of usage records (ledger.go)
+	exporter *exporter     // CloudEvents delivery of usage records; nil without export (export.go)
+	mm       *meterMetrics // metering counters (ledger.go)
+	inflight sync.Map      // request id -> struct{}: the requests this gateway is serving
 }
 
 // New returns a gateway over the store st (tenants, keys, usage), hashing keys with secret (at
@@ -105,11 +115,24 @@ func New(cfg config.Gateway, st *store.Store, secret []byte, next http.RoundTrip
 		prices: &prices{st: st, ttl: max(cfg.AuthCacheTTL.D(), time.Second)}}
 	g.auth = newAuthenticator(st, secret, cfg.AuthCacheTTL.D(), clk, log, func(reason string) { m.authFailures.WithLabelValues(reason).Inc() })
 	g.auth.cfg = &g.cfg
+	if err := g.initGWA(reg); err != nil {
+		return nil, err
+	}
+	if err := g.initMetering(reg); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 
-// Close releases the admission backend's connections (Redis); the gateway must not serve after.
-func (g *Gateway) Close() error { return g.backend.Close() }
+// Close commits the usage records already handed to the ledger and stops the export of usage
+// records (undelivered events stay in the outbox for the next start), then releases the
+// admission backend's connections (Redis); the gateway must not serve after. Call it before
+// closing the store.
+func (g *Gateway) Close() error {
+	g.closeMetering()
+	g.closeGWA()
+	return g.backend.Close()
+}
 
 // ServeHTTP serves POST /v1/chat/completions, /v1/completions and /v1/embeddings (authenticated,
 // allowlisted, rate limited, metered), GET /v1/models and GET /v1/models/{id} (authenticated,
@@ -123,6 +146,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.serveInference(cw, r)
 	case r.Method == http.MethodGet && path == openai.PathModels:
 		g.serveModels(cw, r, "")
+	case r.Method == http.MethodGet && path == PathIdentity:
+		g.serveIdentity(cw, r)
 	case r.Method == http.MethodGet && strings.HasPrefix(path, openai.PathModels+"/") && len(path) > len(openai.PathModels)+1:
 		g.serveModels(cw, r, strings.TrimPrefix(path, openai.PathModels+"/"))
 	default:
@@ -149,6 +174,7 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
 		openai.WriteError(w, err) // *http.MaxBytesError from the front door becomes 413
 		return
 	}
+	received := body
 	req, err := openai.ParseInferenceRequest(r.URL.Path, body)
 	if err != nil {
 		openai.WriteError(w, err)
@@ -171,6 +197,14 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
 	if outLimit == 0 && r.URL.Path != openai.PathEmbeddings {
 		outTokens = satMul(DefaultOutputEstimate, nOf(req))
 	}
+	requestID := requestIDOf(r.Header)
+	w.Header().Set(openai.HeaderRequestID, requestID)
+	release, err := g.claimRequestID(ctx, requestID)
+	if err != nil {
+		openai.WriteError(w, err)
+		return
+	}
+	defer release()
 	tk, adm, err := g.admit(ctx, w.Header(), p, req.Model, estimate, strict, outTokens, promptEstimate(req))
 	adm.setHeaders(w.Header())
 	if err != nil {
@@ -179,16 +213,15 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
 	}
 
 	wantsUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
+	wantsChunks := wantsUsage && req.StreamOptions.ContinuousUsageStats
 	stream := req.Stream && r.URL.Path != openai.PathEmbeddings
 	if stream {
-		if body, err = forceIncludeUsage(body, wantsUsage); err != nil {
+		if body, err = forceStreamUsage(body); err != nil {
 			tk.cancel(ctx)
 			openai.WriteError(w, err) // unreachable for a body ParseInferenceRequest accepted
 			return
 		}
 	}
-	requestID := requestIDOf(r.Header)
-	w.Header().Set(openai.HeaderRequestID, requestID)
 	out := openai.NewUpstreamRequest(r, bytes.NewReader(body), int64(len(body)))
 	g.setDownstreamHeaders(out.Header, p, requestID)
 
@@ -200,7 +233,8 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
 	}
 	mt := &metered{
 		g: g, p: p, path: r.URL.Path, req: req, requestID: requestID, start: start, adm: adm, tk: tk,
-		stream: stream, wantsUsage: wantsUsage, promptEstimate: promptEstimate(req),
+		stream: stream, wantsUsage: wantsUsage, wantsChunks: wantsChunks, promptEstimate: promptEstimate(req),
+		body: received, iolog: g.iolog.enabled(p.tenant.ID),
 	}
 	mt.relay(ctx, w, resp)
 }

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -244,42 +243,25 @@ func TestUsageNonStream(t *testing.T) {
 	}
 }
 
-// withoutUsageChunk is the stream minus its usage-only event.
-func withoutUsageChunk(t *testing.T, stream []byte) []byte {
-	var out bytes.Buffer
-	rd := openai.NewSSEReader(bytes.NewReader(stream))
-	dropped := 0
-	for {
-		ev, err := rd.Next()
-		if err != nil {
-			break
-		}
-		if _, usageOnly := chunkUsage(ev.Data); usageOnly {
-			dropped++
-			continue
-		}
-		out.Write(ev.Raw)
-	}
-	require.Equal(t, 1, dropped)
-	return out.Bytes()
-}
-
 func TestUsageStream(t *testing.T) {
 	u := openai.Usage{PromptTokens: 517, CompletionTokens: 3, TotalTokens: 520, PromptTokensDetails: &openai.PromptTokensDetails{CachedTokens: 512}}
 	for _, tc := range []struct {
 		name, path, body string
 		clientWantsUsage bool
+		clientChunks     bool
 	}{
 		{"chat without include_usage", openai.PathChatCompletions,
-			`{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.5}`, false},
+			`{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.5}`, false, false},
 		{"chat with include_usage", openai.PathChatCompletions,
-			`{"model":"m1","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, true},
+			`{"model":"m1","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`, true, false},
+		{"chat with continuous usage", openai.PathChatCompletions,
+			`{"model":"m1","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true},"messages":[{"role":"user","content":"hi"}]}`, true, true},
 		{"chat with include_usage false", openai.PathChatCompletions,
-			`{"stream_options":{"include_usage":false,"continuous_usage_stats":true},"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`, false},
+			`{"stream_options":{"include_usage":false,"continuous_usage_stats":true},"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`, false, false},
 		{"completions without include_usage", openai.PathCompletions,
-			`{"model":"m1","prompt":"once","stream":true,"max_tokens":3}`, false},
+			`{"model":"m1","prompt":"once","stream":true,"max_tokens":3}`, false, false},
 		{"completions with include_usage", openai.PathCompletions,
-			`{"model":"m1","prompt":"once","stream":true,"max_tokens":3,"stream_options":{"include_usage":true}}`, true},
+			`{"model":"m1","prompt":"once","stream":true,"max_tokens":3,"stream_options":{"include_usage":true}}`, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, 0, 0)
@@ -295,18 +277,16 @@ func TestUsageStream(t *testing.T) {
 			var sent, orig map[string]any
 			require.NoError(t, json.Unmarshal(seen[0].body, &sent))
 			require.NoError(t, json.Unmarshal([]byte(tc.body), &orig))
-			require.Equal(t, map[string]any{"include_usage": true}, sent["stream_options"])
+			require.Equal(t, map[string]any{"include_usage": true, "continuous_usage_stats": true}, sent["stream_options"])
 			delete(sent, "stream_options")
 			delete(orig, "stream_options")
 			require.Equal(t, orig, sent)
 
 			engineStream := h.eng.stream("req-s")
 			require.Contains(t, string(engineStream), `"choices":[],"usage":`)
-			if tc.clientWantsUsage {
-				require.Equal(t, string(engineStream), w.Body.String(), "byte-identical, usage chunk included")
-			} else {
-				require.Equal(t, string(withoutUsageChunk(t, engineStream)), w.Body.String(), "byte-identical but for the usage chunk")
-			}
+			require.Equal(t, 4, strings.Count(string(engineStream), `"usage":{"prompt_tokens":517,`), "usage on every chunk and the final usage chunk")
+			require.Equal(t, fakeStreamFor(tc.path, "m1", u, tc.clientWantsUsage, tc.clientChunks), w.Body.String(),
+				"byte-identical to the engine's stream for the client's own request")
 			require.True(t, strings.HasSuffix(w.Body.String(), "data: [DONE]\n\n"))
 
 			require.Equal(t, []store.UsageRecord{{
@@ -322,7 +302,7 @@ func TestStreamWithoutUsageIsEstimated(t *testing.T) {
 	prompt := `{"model":"m1","stream":true,"messages":[{"role":"user","content":"` + strings.Repeat("x", 33) + `"}]}` // 40 bytes of prompt text: 10 tokens
 	t.Run("engine stops early", func(t *testing.T) {
 		h := newHarness(t, 0, 0)
-		h.eng.set(func(e *fakeEngine) { e.mode = "cut" })
+		h.eng.set(func(e *fakeEngine) { e.mode, e.noChunks = "cut", true })
 		w := h.do("POST", openai.PathChatCompletions, prompt, openai.HeaderRequestID, "req-cut")
 		require.Equal(t, 200, w.Code)
 		require.Equal(t, string(h.eng.stream("req-cut")), w.Body.String())
@@ -336,7 +316,7 @@ func TestStreamWithoutUsageIsEstimated(t *testing.T) {
 	})
 	t.Run("client leaves", func(t *testing.T) {
 		h := newHarness(t, 0, 0)
-		h.eng.set(func(e *fakeEngine) { e.mode = "hang" })
+		h.eng.set(func(e *fakeEngine) { e.mode, e.noChunks = "hang", true })
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		r := httptest.NewRequestWithContext(ctx, "POST", openai.PathChatCompletions, strings.NewReader(prompt))
@@ -431,9 +411,13 @@ func TestIdempotentRequestID(t *testing.T) {
 	h.eng.set(func(e *fakeEngine) {
 		e.usage = openai.Usage{PromptTokens: 999, CompletionTokens: 999, TotalTokens: 1998}
 	})
-	require.Equal(t, 200, h.do("POST", openai.PathChatCompletions, simpleChat, openai.HeaderRequestID, "req-once").Code)
+	// A second request under a metered id is refused before it reaches the engine.
+	w := h.do("POST", openai.PathChatCompletions, simpleChat, openai.HeaderRequestID, "req-once")
+	require.Equal(t, 409, w.Code)
+	require.JSONEq(t, errorBody(requestIDReused("req-once")), w.Body.String())
 	require.Equal(t, first, h.usage(), "one record per request id; the first stays")
-	require.Equal(t, 1.0, testutil.ToFloat64(h.gw.m.usageDuplicates))
+	require.Len(t, h.eng.seen(), 1)
+	require.Equal(t, 1.0, testutil.ToFloat64(h.gw.mm.idReused))
 
 	// Absent or unusable request ids are generated, so records never collide by accident.
 	for _, id := range []string{"", strings.Repeat("r", 129), "bad id"} {
@@ -491,6 +475,7 @@ func TestLastUsedAt(t *testing.T) {
 	} {
 		h.clk.SetTime(t0.Add(tc.at))
 		require.Equal(t, 200, h.do("GET", openai.PathModels, "").Code)
+		h.gw.syncWriteBehind() // last_used_at is written behind, in batches
 		require.Equal(t, t0.Add(tc.want), lastUsed(), "at %s", tc.at)
 	}
 }
@@ -500,7 +485,8 @@ func TestUsageWriteFailureIsLoggedAndCounted(t *testing.T) {
 	require.Equal(t, 200, h.do("POST", openai.PathChatCompletions, simpleChat).Code) // caches the key
 	require.NoError(t, h.st.Close())
 	w := h.do("POST", openai.PathChatCompletions, simpleChat, openai.HeaderRequestID, "req-lost")
-	require.Equal(t, 200, w.Code, "the answer still reaches the client")
+	require.Equal(t, 503, w.Code, "an answer that cannot be billed is withheld")
+	require.JSONEq(t, errorBody(errUsageNotRecorded), w.Body.String())
 	require.Equal(t, 1.0, testutil.ToFloat64(h.gw.m.usageWriteErrors))
 	logs := h.logs.String()
 	require.Contains(t, logs, "level=ERROR")

@@ -46,6 +46,7 @@ type fakeEngine struct {
 	status   int          // non-zero: answer this status with vLLM's error body
 	mode     string       // stream mode: "" complete, "cut" ends after two chunks, "hang" waits for the client after two chunks
 	pause    bool         // stream: after the first chunk, wait for the gateway's second read (see stepBody)
+	noChunks bool         // stream: ignore continuous_usage_stats, as an engine without vLLM's extension
 	models   []string
 	requests []seenRequest
 	streams  map[string][]byte // request id -> exact stream bytes sent
@@ -84,7 +85,7 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	e.mu.Lock()
 	e.requests = append(e.requests, seenRequest{r.Method, r.URL.Path, r.Header.Clone(), body})
-	usage, served, status, mode, pause, models := e.usage, e.served, e.status, e.mode, e.pause, e.models
+	usage, served, status, mode, pause, models, noChunks := e.usage, e.served, e.status, e.mode, e.pause, e.models, e.noChunks
 	e.mu.Unlock()
 	if served != "" {
 		w.Header().Set(openai.HeaderEndpointServed, served)
@@ -124,7 +125,11 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, ev)
 		w.(http.Flusher).Flush()
 	}
+	so := req.StreamOptions
 	chunks := vllmChunks(r.URL.Path, req.Model)
+	if so != nil && so.IncludeUsage && so.ContinuousUsageStats && !noChunks {
+		chunks = withChunkUsage(r.URL.Path, chunks, usage.PromptTokens)
+	}
 	for i, c := range chunks {
 		emit(c)
 		if i == 0 && pause {
@@ -198,6 +203,21 @@ func vllmChunks(path, model string) []string {
 		pre + `" there","logprobs":null,"finish_reason":null,"stop_reason":null}]}`,
 		pre + `"!","logprobs":null,"finish_reason":"length","stop_reason":null}]}`,
 	}
+}
+
+// withChunkUsage adds vLLM's continuous_usage_stats block to each chunk, as the last member
+// (vllm/entrypoints/openai/serving_chat.py: chunk.usage set on every chunk, serialized with
+// exclude_unset): the tokens generated so far, 0 on chat's role chunk.
+func withChunkUsage(path string, chunks []string, prompt int) []string {
+	out := make([]string, len(chunks))
+	for i, c := range chunks {
+		completion := i + 1
+		if path == openai.PathChatCompletions {
+			completion = i
+		}
+		out[i] = c[:len(c)-1] + fmt.Sprintf(`,"usage":{"prompt_tokens":%d,"total_tokens":%d,"completion_tokens":%d}}`, prompt, prompt+completion, completion)
+	}
+	return out
 }
 
 // toServer is the gateway's next layer: it sends upstream requests to the fake engine's server.

@@ -10,25 +10,29 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/strata-inference/strata/internal/openai"
 	"github.com/strata-inference/strata/internal/store"
 )
 
-// usageWriteTimeout bounds the write of one usage record. The write runs even when the client
-// is gone (its context detached from the request's cancellation), so it needs its own bound.
+// usageWriteTimeout bounds the wait for one usage record's commit when the ledger configuration
+// sets none. The write runs even when the client is gone (its context detached from the request's
+// cancellation), so it needs its own bound.
 const usageWriteTimeout = 10 * time.Second
 
-// forceIncludeUsage returns a streaming request body with stream_options.include_usage set to
-// true, so the engine ends the stream with a usage chunk (OpenAI API reference, "stream_options";
-// vLLM serving_chat.py). Only the stream_options value is rewritten; every other byte of the
-// body is kept. Inside stream_options other fields are kept, except that continuous_usage_stats
-// is removed when the client did not ask for usage itself: vLLM honours it only together with
-// include_usage, so forcing one on must not switch the other on behind the client's back.
-// Every top-level occurrence of the key is rewritten (JSON decoders disagree on duplicates,
-// Go's and Python's keep the last). body must be a JSON object.
-func forceIncludeUsage(body []byte, clientAsked bool) ([]byte, error) {
+// forceStreamUsage returns a streaming request body whose stream_options asks the engine for
+// usage on every chunk: include_usage (the final usage-only chunk, OpenAI API reference,
+// "stream_options") and vLLM's continuous_usage_stats (usage on each chunk,
+// vllm/entrypoints/openai/protocol.py StreamOptions; honoured only together with include_usage).
+// With usage on every chunk the gateway knows the tokens generated so far at any moment, so a
+// client that disconnects mid-stream is billed exactly for them. The relay strips whatever usage
+// the client did not ask for (relayEvents). Only the stream_options value is rewritten; every
+// other byte of the body is kept, and inside stream_options the other fields are kept. Every
+// top-level occurrence of the key is rewritten (JSON decoders disagree on duplicates, Go's and
+// Python's keep the last). body must be a JSON object.
+func forceStreamUsage(body []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil, errors.New("gateway: request body is not a JSON object")
@@ -55,7 +59,7 @@ func forceIncludeUsage(body []byte, clientAsked bool) ([]byte, error) {
 	}
 	closing := dec.InputOffset() - 1
 	if len(found) == 0 {
-		field := `"stream_options":{"include_usage":true}`
+		field := `"stream_options":{"include_usage":true,"continuous_usage_stats":true}`
 		out := make([]byte, 0, len(body)+len(field)+1)
 		out = append(out, body[:closing]...)
 		if len(bytes.TrimSpace(body[opening:closing])) > 0 {
@@ -64,47 +68,55 @@ func forceIncludeUsage(body []byte, clientAsked bool) ([]byte, error) {
 		out = append(out, field...)
 		return append(out, body[closing:]...), nil
 	}
-	out := make([]byte, 0, len(body)+32)
+	out := make([]byte, 0, len(body)+64)
 	prev := int64(0)
 	for _, s := range found {
 		out = append(out, body[prev:s.start]...)
-		out = append(out, rewriteStreamOptions(body[s.start:s.end], clientAsked)...)
+		out = append(out, rewriteStreamOptions(body[s.start:s.end])...)
 		prev = s.end
 	}
 	return append(out, body[prev:]...), nil
 }
 
-func rewriteStreamOptions(v []byte, clientAsked bool) []byte {
+func rewriteStreamOptions(v []byte) []byte {
 	var opts map[string]json.RawMessage
 	if json.Unmarshal(v, &opts) != nil || opts == nil { // null, or not an object
-		return []byte(`{"include_usage":true}`)
+		return []byte(`{"include_usage":true,"continuous_usage_stats":true}`)
 	}
 	// Go's decoder matches field names case-insensitively and Python's does not: remove every
-	// spelling, so that exactly one include_usage (and no continuous_usage_stats the client did
-	// not effectively ask for) reaches the engine whichever decoder reads it.
+	// spelling, so that exactly one of each reaches the engine whichever decoder reads it.
 	for k := range opts {
-		if strings.EqualFold(k, "include_usage") || (!clientAsked && strings.EqualFold(k, "continuous_usage_stats")) {
+		if strings.EqualFold(k, "include_usage") || strings.EqualFold(k, "continuous_usage_stats") {
 			delete(opts, k)
 		}
 	}
 	opts["include_usage"] = json.RawMessage("true")
+	opts["continuous_usage_stats"] = json.RawMessage("true")
 	b, _ := json.Marshal(opts) // cannot fail: every value is valid JSON from the decoder
 	return b
 }
 
 // parseEndpointServed splits the router's x-gateway-destination-endpoint-served value,
-// "name" or "name;gpu=TYPE" (parameters separated by ";", unknown ones ignored), into the
-// replica name and its GPU type. Values are trimmed and cut to 128 bytes: they are stored.
-func parseEndpointServed(v string) (endpoint, gpu string) {
+// "name" or "name;gpu=TYPE;adapter=LORA" (parameters separated by ";", unknown ones ignored),
+// into the replica name, its GPU type and the LoRA adapter that served the request. Values are
+// trimmed and cut to 128 bytes: they are stored.
+func parseEndpointServed(v string) (endpoint, gpu, adapter string) {
 	name, params, _ := strings.Cut(v, ";")
 	for params != "" {
 		var p string
 		p, params, _ = strings.Cut(params, ";")
-		if k, val, ok := strings.Cut(p, "="); ok && strings.EqualFold(strings.TrimSpace(k), "gpu") {
+		k, val, ok := strings.Cut(p, "=")
+		if !ok {
+			continue
+		}
+		switch k = strings.TrimSpace(k); {
+		case strings.EqualFold(k, "gpu"):
 			gpu = strings.TrimSpace(val)
+		case strings.EqualFold(k, "adapter"):
+			adapter = strings.TrimSpace(val)
 		}
 	}
-	return clip(strings.TrimSpace(name), 128), clip(gpu, 128)
+	return clip(strings.TrimSpace(name), 128), clip(gpu, 128), clip(adapter, 128)
 }
 
 func clip(s string, n int) string {
@@ -113,6 +125,11 @@ func clip(s string, n int) string {
 	}
 	return s
 }
+
+// errUsageNotRecorded answers a non-streaming request whose usage record could not be made
+// durable: the answer is withheld (nothing the client did not pay for leaves the gateway).
+var errUsageNotRecorded = openai.Errorf(http.StatusServiceUnavailable, openai.TypeUnavailable, "usage_not_recorded",
+	"The request could not be metered, so its answer was withheld. Retry it with a new X-Request-Id.")
 
 // metered is one admitted request on its way back: it relays the answer and writes its usage.
 type metered struct {
@@ -126,10 +143,17 @@ type metered struct {
 	tk             *ticket // the admission to settle with the usage recorded
 	stream         bool    // the client asked for a stream (and the engine was asked for usage)
 	wantsUsage     bool    // the client itself asked for stream_options.include_usage
+	wantsChunks    bool    // ... and for continuous_usage_stats (usage on every chunk)
 	promptEstimate int64   // bytes/4 of the prompt, for records without engine usage
+	body           []byte  // the client's request body as received, for the I/O log
+	iolog          bool    // the tenant opted in to the I/O log
 
-	endpoint, gpu string
-	recorded      bool
+	endpoint, gpu, adapter string
+
+	mu       sync.Mutex // serializes record: exactly one record per request
+	recorded bool
+	rec      *store.UsageRecord
+	recErr   error
 }
 
 // relay answers the client with resp and meters it. Only an answer that comes from an engine is
@@ -139,7 +163,7 @@ type metered struct {
 func (m *metered) relay(ctx context.Context, w http.ResponseWriter, resp *http.Response) {
 	served := resp.Header.Get(openai.HeaderEndpointServed)
 	resp.Header.Del(openai.HeaderEndpointServed)
-	m.endpoint, m.gpu = parseEndpointServed(served)
+	m.endpoint, m.gpu, m.adapter = parseEndpointServed(served)
 	if served == "" && (resp.StatusCode < 200 || resp.StatusCode > 299) {
 		m.tk.cancel(ctx)
 		m.writeHeaders(w, resp)
@@ -163,8 +187,9 @@ func (m *metered) writeHeaders(w http.ResponseWriter, resp *http.Response) {
 	h.Set(openai.HeaderRequestID, m.requestID)
 }
 
-// relayBuffered relays a non-streaming answer. The body is read whole first, so its usage record
-// is durable before the client receives any of it.
+// relayBuffered relays a non-streaming answer. The body is read whole first and its usage record
+// committed before the client receives any of it; when the record cannot be committed the client
+// gets 503 usage_not_recorded instead of the answer.
 func (m *metered) relayBuffered(ctx context.Context, w http.ResponseWriter, resp *http.Response) {
 	ttft := m.g.clk.Since(m.start)
 	defer resp.Body.Close()
@@ -173,43 +198,53 @@ func (m *metered) relayBuffered(ctx context.Context, w http.ResponseWriter, resp
 		// The engine ran the request but its answer was lost: meter the estimate, answer 502
 		// (or the client's own cancellation).
 		status := http.StatusBadGateway
-		if ctx.Err() != nil {
-			status = openai.AsError(ctx.Err()).Status
-		}
 		reason := store.BilledUpstreamError
 		if ctx.Err() != nil {
-			reason = store.BilledClientDisconnect
+			status, reason = openai.AsError(ctx.Err()).Status, store.BilledClientDisconnect
 		}
-		m.record(ctx, status, nil, 0, ttft, reason)
+		_ = m.record(ctx, status, nil, 0, ttft, reason)
 		m.g.answerTransportError(ctx, w, err)
+		m.finish(ctx, nil)
 		return
 	}
 	var u *openai.Usage
+	reason := store.BilledComplete
 	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
 		u = openai.UsageOf(body)
-	}
-	reason := store.BilledComplete
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	} else {
 		reason = store.BilledUpstreamError
 	}
-	m.record(ctx, resp.StatusCode, u, 0, ttft, reason)
+	if err := m.record(ctx, resp.StatusCode, u, 0, ttft, reason); err != nil {
+		openai.WriteError(w, errUsageNotRecorded)
+		return
+	}
 	m.writeHeaders(w, resp)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(body)
+	m.finish(ctx, body)
 }
 
-// relayStream relays an SSE stream (see relayEvents) and meters it. The usage record is written
-// before the client receives "data: [DONE]", or when the stream ends without it (engine
-// failure, client gone); without a usage block it is estimated from what was seen.
+// relayStream relays an SSE stream (see relayEvents) and meters it. The usage record is committed
+// before the client receives "data: [DONE]", or written when the stream ends without it (engine
+// failure, client gone) with the last usage the engine reported (continuous usage: the tokens
+// generated so far); without any usage block it is estimated from what was seen. When the record
+// cannot be committed at [DONE], the response is aborted (http.ErrAbortHandler: the connection is
+// cut, so the client sees a broken stream, never a clean end) and counted.
 func (m *metered) relayStream(ctx context.Context, w http.ResponseWriter, resp *http.Response) {
-	defer resp.Body.Close()
+	defer resp.Body.Close() // also cancels the request below (router, engine) when the client left
 	m.writeHeaders(w, resp)
 	w.WriteHeader(resp.StatusCode)
 	var ttft time.Duration
-	t, err := relayEvents(w, resp.Body, !m.wantsUsage,
+	opts := relayOpts{keepChunkUsage: m.wantsChunks, keepFinalUsage: m.wantsUsage, collectText: m.iolog}
+	t, err := relayEvents(w, resp.Body, opts,
 		func() { ttft = m.g.clk.Since(m.start) },
-		func(t *tally) { m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft, store.BilledComplete) })
+		func(t *tally) error { return m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft, store.BilledComplete) })
+	if errors.Is(err, errNotDurable) {
+		m.g.mm.streamsAborted.Inc()
+		m.g.log.WarnContext(ctx, "gateway: stream aborted before [DONE]: its usage record is not durable", "request_id", m.requestID)
+		panic(http.ErrAbortHandler)
+	}
 	if err != nil {
 		m.g.log.DebugContext(ctx, "gateway: stream cut short", "err", err)
 	}
@@ -219,25 +254,40 @@ func (m *metered) relayStream(ctx context.Context, w http.ResponseWriter, resp *
 	if errors.Is(err, errClientGone) || ctx.Err() != nil {
 		reason = store.BilledClientDisconnect
 	}
-	m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft, reason)
+	_ = m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft, reason)
+	m.finish(ctx, t.text.Bytes())
 }
 
 // errClientGone marks a stream that ended because writing to the client failed.
 var errClientGone = errors.New("gateway: writing to the client failed")
 
+// errNotDurable marks a stream stopped before [DONE] because its usage record failed to commit.
+var errNotDurable = errors.New("gateway: usage record not durable")
+
 // tally is what a relayed stream showed about its usage.
 type tally struct {
 	usage  *openai.Usage // the last usage block seen; nil if none
 	chunks int64         // events with choices: about one token each
+	text   bytes.Buffer  // with relayOpts.collectText: the content and tool-call text
 }
 
-// relayEvents copies the SSE events of body to w, each as the engine's exact bytes (Event.Raw)
-// and flushed at once, except usage-only chunks (empty choices and a usage block) when
-// dropUsageOnly: the chunk the gateway forced on, which the client did not ask for. It calls
-// first when the first event arrives and done just before forwarding "data: [DONE]", so the
-// caller can make the usage durable before the client sees the end. It returns the tally and
-// the error that ended the stream early (reading the engine or writing the client), nil at EOF.
-func relayEvents(w io.Writer, body io.Reader, dropUsageOnly bool, first func(), done func(*tally)) (*tally, error) {
+// relayOpts says which usage the client asked for (the rest is stripped) and what to collect.
+type relayOpts struct {
+	keepChunkUsage bool // keep the usage of content chunks (the client asked continuous_usage_stats)
+	keepFinalUsage bool // keep the usage-only chunk (the client asked include_usage)
+	collectText    bool // gather the streamed text into tally.text
+}
+
+// relayEvents copies the SSE events of body to w, each flushed at once and as the engine's exact
+// bytes (Event.Raw), except the usage the client did not ask for: a usage-only chunk (empty
+// choices) is dropped unless keepFinalUsage, and the "usage" member of other chunks is cut out
+// unless keepChunkUsage, leaving every other byte of the event as it was (vLLM serializes a
+// chunk without usage as the same JSON without that member, pydantic exclude_unset). It calls
+// first when the first event arrives and done just before forwarding "data: [DONE]": an error
+// from done stops the relay with errNotDurable before [DONE] is written. It returns the tally
+// and the error that ended the stream early (reading the engine or writing the client), nil at
+// EOF.
+func relayEvents(w io.Writer, body io.Reader, o relayOpts, first func(), done func(*tally) error) (*tally, error) {
 	flusher, _ := w.(http.Flusher)
 	rd := openai.NewSSEReader(body)
 	t := &tally{}
@@ -252,20 +302,31 @@ func relayEvents(w io.Writer, body io.Reader, dropUsageOnly bool, first func(), 
 		if n == 0 {
 			first()
 		}
+		raw := ev.Raw
 		if ev.IsDone() {
-			done(t)
-		} else {
-			u, usageOnly := chunkUsage(ev.Data)
-			if u != nil {
-				t.usage = u
+			if err := done(t); err != nil {
+				return t, fmt.Errorf("%w: %w", errNotDurable, err)
 			}
-			if !usageOnly {
+		} else {
+			c := inspectChunk(ev.Data)
+			if c.usage != nil {
+				t.usage = c.usage
+			}
+			if c.usageOnly {
+				if !o.keepFinalUsage {
+					continue
+				}
+			} else {
 				t.chunks++
-			} else if dropUsageOnly {
-				continue
+				if c.usage != nil && !o.keepChunkUsage {
+					raw = cutUsage(ev, c.cutFrom, c.cutTo)
+				}
+				if o.collectText {
+					collectText(&t.text, ev.Data)
+				}
 			}
 		}
-		if _, err := w.Write(ev.Raw); err != nil {
+		if _, err := w.Write(raw); err != nil {
 			return t, fmt.Errorf("%w: %w", errClientGone, err)
 		}
 		if flusher != nil {
@@ -274,42 +335,147 @@ func relayEvents(w io.Writer, body io.Reader, dropUsageOnly bool, first func(), 
 	}
 }
 
-// usageKey is the cheap test that spares parsing the JSON of chunks without usage.
+// usageKey is the cheap test that spares parsing the JSON of chunks without usage. Inside a JSON
+// string a quote is escaped, so the bytes "usage" with bare quotes only occur as a key.
 var usageKey = []byte(`"usage"`)
 
-// chunkUsage reads one stream event's data: its usage block (nil if none or null) and whether it
-// is a usage-only chunk (no choices), the chunk include_usage adds at the end of a stream. Keys
-// match exactly, as in the engine's Python decoder (Go's struct decoding would also take "Usage").
-func chunkUsage(data []byte) (*openai.Usage, bool) {
-	if !bytes.Contains(data, usageKey) {
-		return nil, false
-	}
-	var c map[string]json.RawMessage
-	if json.Unmarshal(data, &c) != nil {
-		return nil, false
-	}
-	var u *openai.Usage
-	if json.Unmarshal(c["usage"], &u) != nil || u == nil {
-		return nil, false
-	}
-	var choices []json.RawMessage
-	_ = json.Unmarshal(c["choices"], &choices) // absent, null or not a list: no choices
-	return u, len(choices) == 0
+// chunkInfo is what inspectChunk found in one event's data.
+type chunkInfo struct {
+	usage          *openai.Usage // the top-level usage block; nil if none or null
+	usageOnly      bool          // a usage block and no choices: the include_usage chunk
+	cutFrom, cutTo int           // the bytes of data to remove to drop the usage member
 }
 
-// record writes the request's usage record once (later calls are no-ops), settles the token
-// limit with the tokens metered, and counts them. With the engine's usage block the tokens are
-// copied from it exactly; without one they are estimated: the prompt as bytes/4, the completion
-// as one token per streamed chunk (0 for a non-streaming answer). A failed write is logged at
-// error level with the whole record, so no usage is lost silently, and counted.
-func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunks int64, ttft time.Duration, reason string) {
-	if m.recorded {
+// inspectChunk reads one stream event's data: its top-level usage block and whether it is a
+// usage-only chunk, and the span of the usage member (with one adjacent comma) so it can be cut
+// out. Keys match exactly, as in the engine's Python decoder (Go's struct decoding would also
+// take "Usage"). Data that is not a JSON object has no usage.
+func inspectChunk(data []byte) chunkInfo {
+	if !bytes.Contains(data, usageKey) {
+		return chunkInfo{}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return chunkInfo{}
+	}
+	var c chunkInfo
+	var usageRaw json.RawMessage
+	hasChoices, found := false, false
+	prevEnd := int(dec.InputOffset()) // just after '{' or the previous member's value
+	first := true
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return chunkInfo{}
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return chunkInfo{}
+		}
+		end := int(dec.InputOffset())
+		switch key, _ := tok.(string); key {
+		case "usage":
+			usageRaw, found = v, true
+			if first {
+				// Cut the member and the comma after it (if another member follows).
+				c.cutFrom, c.cutTo = prevEnd, end
+				if i := skipSpace(data, end); i < len(data) && data[i] == ',' {
+					c.cutTo = i + 1
+				}
+			} else {
+				c.cutFrom, c.cutTo = prevEnd, end // the comma before it, the key, the value
+			}
+		case "choices":
+			var choices []json.RawMessage
+			_ = json.Unmarshal(v, &choices) // absent, null or not a list: no choices
+			hasChoices = len(choices) > 0
+		}
+		prevEnd, first = end, false
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return chunkInfo{}
+	}
+	if !found {
+		return chunkInfo{}
+	}
+	if json.Unmarshal(usageRaw, &c.usage) != nil || c.usage == nil {
+		return chunkInfo{}
+	}
+	c.usageOnly = !hasChoices
+	return c
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// cutUsage returns ev's bytes with data[from:to] removed. A single-line event holds its data
+// verbatim in Raw and keeps every other byte; an event whose data spans several lines is
+// re-framed as one "data:" line.
+func cutUsage(ev *openai.Event, from, to int) []byte {
+	data := ev.Data
+	if i := bytes.Index(ev.Raw, data); i >= 0 && !bytes.Contains(data, []byte("\n")) {
+		out := make([]byte, 0, len(ev.Raw)-(to-from))
+		out = append(out, ev.Raw[:i+from]...)
+		return append(out, ev.Raw[i+to:]...)
+	}
+	out := make([]byte, 0, len(data)+8)
+	out = append(out, "data: "...)
+	out = append(out, data[:from]...)
+	out = append(out, data[to:]...)
+	return append(out, "\n\n"...)
+}
+
+// collectText appends a chunk's generated text (chat delta content and tool-call arguments, or
+// completion text) to b, for the I/O log.
+func collectText(b *bytes.Buffer, data []byte) {
+	var c struct {
+		Choices []struct {
+			Text  string `json:"text"`
+			Delta struct {
+				Content   string `json:"content"`
+				ToolCalls []struct {
+					Function struct {
+						Name      string `json:"name"`
+						Arguments string `json:"arguments"`
+					} `json:"function"`
+				} `json:"tool_calls"`
+			} `json:"delta"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(data, &c) != nil {
 		return
+	}
+	for _, ch := range c.Choices {
+		b.WriteString(ch.Text)
+		b.WriteString(ch.Delta.Content)
+		for _, tc := range ch.Delta.ToolCalls {
+			b.WriteString(tc.Function.Name)
+			b.WriteString(tc.Function.Arguments)
+		}
+	}
+}
+
+// record writes the request's usage record once and waits for its commit; later calls (the
+// completion path and the disconnect path racing) return the first call's result and write
+// nothing. It settles the token limit with the tokens metered and counts them. With the
+// engine's usage block the tokens are copied from it exactly; without one they are estimated:
+// the prompt as bytes/4, the completion as one token per streamed chunk (0 for a non-streaming
+// answer). A failed write is returned, logged at error level with the whole record (so no usage
+// is lost silently) and counted.
+func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunks int64, ttft time.Duration, reason string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.recorded {
+		return m.recErr
 	}
 	m.recorded = true
 	now := m.g.clk.Now()
 	rec := &store.UsageRecord{
-		RequestID: m.requestID, TenantID: m.p.tenant.ID, KeyID: m.p.key.ID, Model: m.req.Model,
+		RequestID: m.requestID, TenantID: m.p.tenant.ID, KeyID: m.p.key.ID, Model: m.req.Model, Adapter: m.adapter,
 		Endpoint: m.endpoint, GPU: m.gpu, TTFT: ttft, Duration: now.Sub(m.start), Status: status,
 		Stream: m.stream, CreatedAt: now, BilledReason: reason,
 	}
@@ -322,27 +488,51 @@ func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunk
 			rec.PromptTokens, rec.CompletionTokens = m.promptEstimate, chunks
 		}
 	}
+	m.rec = rec
 	m.g.m.tokens.WithLabelValues("prompt").Add(float64(rec.PromptTokens))
 	m.g.m.tokens.WithLabelValues("cached").Add(float64(rec.CachedTokens))
 	m.g.m.tokens.WithLabelValues("completion").Add(float64(rec.CompletionTokens))
 
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), usageWriteTimeout)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.g.ledger.timeout)
 	defer cancel()
-	inserted, err := m.g.st.InsertUsage(wctx, rec)
+	out, err := m.g.ledger.write(wctx, rec)
 	// Settled after the ledger write: a budget loaded from the ledger meanwhile (Redis flushed, a
 	// new month) then counts this record at most twice, never not at all.
 	m.tk.settle(ctx, rec.PromptTokens, rec.CachedTokens, rec.CompletionTokens)
 	switch {
 	case err != nil:
+		m.recErr = err
 		m.g.m.usageWriteErrors.Inc()
 		m.g.log.ErrorContext(ctx, "gateway: usage record not written", "err", err,
-			"request_id", rec.RequestID, "tenant_id", rec.TenantID, "key_id", rec.KeyID, "model", rec.Model,
+			"request_id", rec.RequestID, "tenant_id", rec.TenantID, "key_id", rec.KeyID, "model", rec.Model, "adapter", rec.Adapter,
 			"endpoint", rec.Endpoint, "gpu", rec.GPU, "prompt_tokens", rec.PromptTokens, "cached_tokens", rec.CachedTokens,
 			"completion_tokens", rec.CompletionTokens, "ttft_ms", rec.TTFT.Milliseconds(), "duration_ms", rec.Duration.Milliseconds(),
 			"status", rec.Status, "stream", rec.Stream, "usage_source", rec.Source, "created_at", rec.CreatedAt, "billed_reason", rec.BilledReason)
-	case !inserted:
+	case out.Rekeyed && out.Inserted:
+		m.g.mm.rekeyed.Inc()
+		m.g.log.WarnContext(ctx, "gateway: another request's usage record holds this request id; stored under a derived id",
+			"request_id", rec.RequestID, "stored_id", out.StoredID, "tenant_id", rec.TenantID)
+	case !out.Inserted:
 		m.g.m.usageDuplicates.Inc()
-		m.g.log.WarnContext(ctx, "gateway: a usage record for this request id exists; kept the first",
+		m.g.log.WarnContext(ctx, "gateway: this usage record was already stored; kept the first",
 			"request_id", rec.RequestID, "tenant_id", rec.TenantID)
+	}
+	return m.recErr
+}
+
+// finish runs the hooks of a request whose record is final and whose answer was sent (contract
+// C6): the tier's SLO histograms, and the I/O log when the tenant opted in. response is the
+// non-streaming body or the streamed text.
+func (m *metered) finish(ctx context.Context, response []byte) {
+	m.mu.Lock()
+	rec, err := m.rec, m.recErr
+	m.mu.Unlock()
+	if rec == nil || err != nil {
+		return
+	}
+	m.g.slo.observe(m.p.policy.tier, rec.TTFT, rec.Duration, rec.Stream)
+	if m.iolog {
+		m.g.iolog.record(ctx, ioRecord{TenantID: rec.TenantID, KeyID: rec.KeyID, RequestID: rec.RequestID, Model: rec.Model,
+			Request: m.body, Response: response, At: rec.CreatedAt})
 	}
 }

@@ -18,63 +18,61 @@ import (
 	"github.com/strata-inference/strata/internal/store"
 )
 
-func TestForceIncludeUsage(t *testing.T) {
+func TestForceStreamUsage(t *testing.T) {
+	const both = `{"include_usage":true,"continuous_usage_stats":true}`
 	for _, tc := range []struct {
 		name, in string
-		asked    bool
 		want     string
 	}{
-		{"absent", `{"model":"m","stream":true}`, false,
-			`{"model":"m","stream":true,"stream_options":{"include_usage":true}}`},
-		{"absent, whitespace kept", "{ \"model\" : \"m\",\n \"stream\":true }\n", false,
-			"{ \"model\" : \"m\",\n \"stream\":true ,\"stream_options\":{\"include_usage\":true}}\n"},
-		{"empty object", ` { } `, false, ` { "stream_options":{"include_usage":true}} `},
-		{"null", `{"stream_options":null,"model":"m"}`, false, `{"stream_options":{"include_usage":true},"model":"m"}`},
-		{"false", `{"model":"m","stream_options":{"include_usage":false},"n":1}`, false,
-			`{"model":"m","stream_options":{"include_usage":true},"n":1}`},
-		{"continuous stats dropped when usage was not asked", `{"stream_options":{"continuous_usage_stats":true,"x":[1]}}`, false,
-			`{"stream_options":{"include_usage":true,"x":[1]}}`},
-		{"continuous stats kept when usage was asked", `{"stream_options":{"include_usage":true,"continuous_usage_stats":true}}`, true,
+		{"absent", `{"model":"m","stream":true}`,
+			`{"model":"m","stream":true,"stream_options":` + both + `}`},
+		{"absent, whitespace kept", "{ \"model\" : \"m\",\n \"stream\":true }\n",
+			"{ \"model\" : \"m\",\n \"stream\":true ,\"stream_options\":" + both + "}\n"},
+		{"empty object", ` { } `, ` { "stream_options":` + both + `} `},
+		{"null", `{"stream_options":null,"model":"m"}`, `{"stream_options":` + both + `,"model":"m"}`},
+		{"false", `{"model":"m","stream_options":{"include_usage":false},"n":1}`,
+			`{"model":"m","stream_options":{"continuous_usage_stats":true,"include_usage":true},"n":1}`},
+		{"other fields kept", `{"stream_options":{"continuous_usage_stats":false,"x":[1]}}`,
+			`{"stream_options":{"continuous_usage_stats":true,"include_usage":true,"x":[1]}}`},
+		{"case variants removed", `{"stream_options":{"Include_Usage":false,"CONTINUOUS_USAGE_STATS":false}}`,
 			`{"stream_options":{"continuous_usage_stats":true,"include_usage":true}}`},
-		{"escaped key, duplicates", `{"stream\u005foptions":{"include_usage":false},"stream_options":null}`, false,
-			`{"stream\u005foptions":{"include_usage":true},"stream_options":{"include_usage":true}}`},
-		{"nested key untouched", `{"metadata":{"stream_options":1},"big":12345678901234567890.5e3}`, false,
-			`{"metadata":{"stream_options":1},"big":12345678901234567890.5e3,"stream_options":{"include_usage":true}}`},
+		{"escaped key, duplicates", `{"stream\u005foptions":{"include_usage":false},"stream_options":null}`,
+			`{"stream\u005foptions":{"continuous_usage_stats":true,"include_usage":true},"stream_options":` + both + `}`},
+		{"nested key untouched", `{"metadata":{"stream_options":1},"big":12345678901234567890.5e3}`,
+			`{"metadata":{"stream_options":1},"big":12345678901234567890.5e3,"stream_options":` + both + `}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := forceIncludeUsage([]byte(tc.in), tc.asked)
+			got, err := forceStreamUsage([]byte(tc.in))
 			require.NoError(t, err)
 			require.Equal(t, tc.want, string(got))
 		})
 	}
 	for _, bad := range []string{`[]`, `{"a":`, `"x"`} {
-		_, err := forceIncludeUsage([]byte(bad), false)
+		_, err := forceStreamUsage([]byte(bad))
 		require.Error(t, err, bad)
 	}
 }
 
-// FuzzForceIncludeUsage: any JSON object comes out as a JSON object that asks for usage, with
-// every other top-level field unchanged.
-func FuzzForceIncludeUsage(f *testing.F) {
-	f.Add(`{"model":"m","stream":true}`, false)
-	f.Add(`{"stream_options":{"include_usage":false,"continuous_usage_stats":true}}`, false)
-	f.Add(`{"stream_options":null,"stream_options":{}}`, true)
-	f.Add(` { } `, true)
-	f.Fuzz(func(t *testing.T, body string, asked bool) {
+// FuzzForceStreamUsage: any JSON object comes out as a JSON object that asks for usage on every
+// chunk, with every other top-level field unchanged.
+func FuzzForceStreamUsage(f *testing.F) {
+	f.Add(`{"model":"m","stream":true}`)
+	f.Add(`{"stream_options":{"include_usage":false,"continuous_usage_stats":true}}`)
+	f.Add(`{"stream_options":null,"stream_options":{}}`)
+	f.Add(` { } `)
+	f.Fuzz(func(t *testing.T, body string) {
 		var in map[string]json.RawMessage
 		if json.Unmarshal([]byte(body), &in) != nil || in == nil {
 			return // not a JSON object: ParseInferenceRequest refuses it first
 		}
-		out, err := forceIncludeUsage([]byte(body), asked)
+		out, err := forceStreamUsage([]byte(body))
 		require.NoError(t, err)
 		var got map[string]json.RawMessage
 		require.NoError(t, json.Unmarshal(out, &got), "%q", out)
 		var opts openai.StreamOptions
 		require.NoError(t, json.Unmarshal(got["stream_options"], &opts))
 		require.True(t, opts.IncludeUsage)
-		if !asked {
-			require.False(t, opts.ContinuousUsageStats)
-		}
+		require.True(t, opts.ContinuousUsageStats)
 		delete(in, "stream_options")
 		delete(got, "stream_options")
 		require.Equal(t, len(in), len(got))
@@ -85,27 +83,28 @@ func FuzzForceIncludeUsage(f *testing.F) {
 }
 
 func TestParseEndpointServed(t *testing.T) {
-	for in, want := range map[string][2]string{
-		"":                         {"", ""},
-		"sim-0":                    {"sim-0", ""},
-		"sim-0;gpu=H100-SXM":       {"sim-0", "H100-SXM"},
-		" a ; zone=x ; GPU = A100": {"a", "A100"},
-		"a;gpu":                    {"a", ""},
+	for in, want := range map[string][3]string{
+		"":                          {"", "", ""},
+		"sim-0":                     {"sim-0", "", ""},
+		"sim-0;gpu=H100-SXM":        {"sim-0", "H100-SXM", ""},
+		" a ; zone=x ; GPU = A100":  {"a", "A100", ""},
+		"a;gpu":                     {"a", "", ""},
+		"a;gpu=L4;adapter=sql-lora": {"a", "L4", "sql-lora"},
 	} {
-		e, g := parseEndpointServed(in)
-		require.Equal(t, want, [2]string{e, g}, in)
+		e, g, ad := parseEndpointServed(in)
+		require.Equal(t, want, [3]string{e, g, ad}, in)
 	}
 }
 
 func FuzzParseEndpointServed(f *testing.F) {
 	f.Add("sim-0;gpu=H100-SXM")
-	f.Add(";;gpu=;=")
+	f.Add(";;gpu=;=;adapter=x")
 	f.Fuzz(func(t *testing.T, v string) {
-		e, g := parseEndpointServed(v)
-		require.LessOrEqual(t, len(e), 128)
-		require.LessOrEqual(t, len(g), 128)
-		require.NotContains(t, e, ";")
-		require.NotContains(t, g, ";")
+		e, g, ad := parseEndpointServed(v)
+		for _, s := range []string{e, g, ad} {
+			require.LessOrEqual(t, len(s), 128)
+			require.NotContains(t, s, ";")
+		}
 	})
 }
 
@@ -154,25 +153,32 @@ func TestNextLayerFails(t *testing.T) {
 	require.Empty(t, recs)
 }
 
-// FuzzMeterStream drives the SSE metering relay with arbitrary engine streams: the client
-// receives the engine's events byte for byte, minus the usage-only chunks when it did not ask
-// for usage; "done" runs once per [DONE] event, before that event is forwarded; the tally counts
-// the forwarded content events and keeps the last usage block.
+// FuzzMeterStream drives the SSE metering relay with arbitrary engine streams. Oracle: the
+// client receives the engine's events in order, each byte for byte, except that usage-only chunks
+// are dropped unless keepFinal, and the top-level "usage" member of other chunks is removed
+// unless keepChunk, leaving a JSON object equal to the original minus that member; "done" runs
+// once per [DONE] event, before it is forwarded; the tally counts content events and keeps the
+// last usage block.
 func FuzzMeterStream(f *testing.F) {
 	var seed bytes.Buffer
-	for _, ch := range vllmChunks(openai.PathChatCompletions, "m1") {
+	for _, ch := range withChunkUsage(openai.PathChatCompletions, vllmChunks(openai.PathChatCompletions, "m1"), 5) {
 		seed.WriteString("data: " + ch + "\n\n")
 	}
 	seed.WriteString(`data: {"id":"x","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}` + "\n\n")
 	seed.WriteString("data: [DONE]\n\n")
-	f.Add(seed.Bytes(), false)
-	f.Add(seed.Bytes(), true)
-	f.Add([]byte("data: {\"usage\":null}\r\n\r\n: comment\n\nevent: x\ndata: [DONE]\n"), false)
-	f.Add([]byte("data: {\"choices\":[{}],\"usage\":{\"prompt_tokens\":1}}\n\ndata: {\"usage\":{}}"), false)
-	f.Fuzz(func(t *testing.T, stream []byte, dropUsageOnly bool) {
-		// The oracle: the events as the SSE reader frames them.
-		var want bytes.Buffer
-		var wantDoneAt []int
+	f.Add(seed.Bytes(), false, false)
+	f.Add(seed.Bytes(), true, false)
+	f.Add(seed.Bytes(), true, true)
+	f.Add([]byte("data: {\"usage\":null}\r\n\r\n: comment\n\nevent: x\ndata: [DONE]\n"), false, false)
+	f.Add([]byte("data: {\"usage\":{\"prompt_tokens\":1}, \"choices\":[{}]}\n\ndata: {\"usage\":{}}"), false, false)
+	f.Add([]byte("data: {\"choices\":[1],\n"+"data: \"usage\":{}}\n\n"), false, false)
+	f.Fuzz(func(t *testing.T, stream []byte, keepFinal, keepChunk bool) {
+		type inEvent struct {
+			raw, data []byte
+			done      bool
+			c         chunkInfo
+		}
+		var want []inEvent
 		var wantUsage *openai.Usage
 		wantChunks := int64(0)
 		rd := openai.NewSSEReader(bytes.NewReader(stream))
@@ -181,38 +187,83 @@ func FuzzMeterStream(f *testing.F) {
 			if err != nil {
 				break
 			}
-			if ev.IsDone() {
-				wantDoneAt = append(wantDoneAt, want.Len())
-				want.Write(ev.Raw)
-				continue
+			e := inEvent{raw: ev.Raw, data: ev.Data, done: ev.IsDone()}
+			if !e.done {
+				e.c = inspectChunk(ev.Data)
+				if e.c.usage != nil {
+					wantUsage = e.c.usage
+				}
+				if !e.c.usageOnly {
+					wantChunks++
+				}
+				if e.c.usageOnly && !keepFinal {
+					continue
+				}
 			}
-			u, usageOnly := chunkUsage(ev.Data)
-			if u != nil {
-				wantUsage = u
-			}
-			if !usageOnly {
-				wantChunks++
-			}
-			if usageOnly && dropUsageOnly {
-				continue
-			}
-			want.Write(ev.Raw)
+			want = append(want, e)
 		}
 
 		var got bytes.Buffer
 		var doneAt []int
 		firsts := 0
-		tl, err := relayEvents(&got, bytes.NewReader(stream), dropUsageOnly,
+		tl, err := relayEvents(&got, bytes.NewReader(stream), relayOpts{keepChunkUsage: keepChunk, keepFinalUsage: keepFinal},
 			func() { firsts++ },
-			func(*tally) { doneAt = append(doneAt, got.Len()) })
+			func(*tally) error { doneAt = append(doneAt, got.Len()); return nil })
 		if err != nil {
 			require.ErrorIs(t, err, openai.ErrEventTooLarge)
 			return
 		}
-		require.Equal(t, want.String(), got.String())
-		require.Equal(t, wantDoneAt, doneAt)
 		require.LessOrEqual(t, firsts, 1)
 		require.Equal(t, wantChunks, tl.chunks)
 		require.Equal(t, wantUsage, tl.usage)
+
+		// Walk the output: each event is the input's, or the input's minus its usage member.
+		out := got.Bytes()
+		pos := 0
+		var gotDoneAt []int
+		for _, e := range want {
+			if e.done {
+				gotDoneAt = append(gotDoneAt, pos)
+			}
+			if e.done || e.c.usage == nil || e.c.usageOnly || keepChunk {
+				require.True(t, bytes.HasPrefix(out[pos:], e.raw), "event forwarded byte for byte")
+				pos += len(e.raw)
+				continue
+			}
+			next := openai.NewSSEReader(bytes.NewReader(out[pos:]))
+			ev, err := next.Next()
+			require.NoError(t, err)
+			var before, after map[string]json.RawMessage
+			require.NoError(t, json.Unmarshal(e.data, &before))
+			require.NoError(t, json.Unmarshal(ev.Data, &after), "%q", ev.Data)
+			delete(before, "usage")
+			require.Equal(t, len(before), len(after))
+			for k, v := range before {
+				require.Equal(t, string(v), string(after[k]))
+			}
+			pos += len(ev.Raw)
+		}
+		require.Equal(t, len(out), pos)
+		require.Equal(t, gotDoneAt, doneAt)
 	})
+}
+
+// fakeStreamFor is the stream the fake engine sends for a complete streamed request whose
+// stream_options asked includeUsage / continuous: the ground truth of what a client asking for
+// exactly that must receive through the gateway.
+func fakeStreamFor(path, model string, u openai.Usage, includeUsage, continuous bool) string {
+	var b strings.Builder
+	chunks := vllmChunks(path, model)
+	if includeUsage && continuous {
+		chunks = withChunkUsage(path, chunks, u.PromptTokens)
+	}
+	for _, c := range chunks {
+		b.WriteString("data: " + c + "\n\n")
+	}
+	if includeUsage {
+		ub, _ := json.Marshal(u)
+		b.WriteString(`data: {"id":"cmpl-1","object":"` + chunkObject(path) + `","created":1700000000,"model":"` + model + `","choices":[],"usage":` + string(ub) + "}\n\n")
+	}
+	b.WriteString("data: [DONE]\n\n")
+	return b.String()
 }

@@ -27,6 +27,8 @@ type policy struct {
 	maxTokensDef  int64
 	maxTokensCap  int64
 	objective     string
+	// fairness is "key" (one fairness flow per API key) or "" (one per tenant, the default).
+	fairness string
 	// rateBucket is the GCRA bucket the key spends from: the tenant's, or the key's own when the
 	// key overrides rpm or tpm (so one key's limit does not throttle the tenant's other keys).
 	rateBucket string
@@ -61,7 +63,10 @@ func resolvePolicy(cfg *config.Gateway, t *store.Tenant, k *store.APIKey) policy
 		p.objective = *e.Objective
 	}
 	if len(e.Models) > 0 && !slices.Contains(e.Models, "*") {
-		p.models = e.Models
+		p.models = expandModelGroups(cfg.ModelGroups, e.Models)
+	}
+	if e.Fairness != nil && *e.Fairness == "key" {
+		p.fairness = "key"
 	}
 	if k.Policy.RPM != nil || k.Policy.TPM != nil {
 		p.rateBucket = "k:" + k.ID
@@ -190,3 +195,44 @@ func setOutputLimit(body []byte, n int64) ([]byte, error) {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// ModelGroupPrefix marks a model group in a policy's models list: "@name" stands for every model
+// of config gateway.model_groups[name]. A group the config does not define allows nothing.
+const ModelGroupPrefix = "@"
+
+// expandModelGroups returns models with every "@group" replaced by the group's models
+// (deduplicated, order kept). Without groups it returns models unchanged.
+func expandModelGroups(groups map[string][]string, models []string) []string {
+	if !slices.ContainsFunc(models, func(m string) bool { return strings.HasPrefix(m, ModelGroupPrefix) }) {
+		return models
+	}
+	out := make([]string, 0, len(models))
+	add := func(m string) {
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	for _, m := range models {
+		name, isGroup := strings.CutPrefix(m, ModelGroupPrefix)
+		if !isGroup {
+			add(m)
+			continue
+		}
+		for _, g := range groups[name] {
+			add(g)
+		}
+	}
+	if len(out) == 0 {
+		// Only unknown (or empty) groups: allow nothing rather than everything.
+		return []string{}
+	}
+	return out
+}
+
+// principalFairnessID is the fairness id of key k of tenant t under fairness ("tenant" or "key").
+func principalFairnessID(secret []byte, fairness string, t *store.Tenant, k *store.APIKey) string {
+	if fairness == "key" {
+		return fairnessID(secret, t.ID+"/"+k.ID)
+	}
+	return fairnessID(secret, t.ID)
+}

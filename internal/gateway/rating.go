@@ -101,28 +101,91 @@ func (pb priceBook) boundaries(since, until time.Time) []time.Time {
 	return slices.CompactFunc(out, func(a, b time.Time) bool { return a.Equal(b) })
 }
 
-// prices caches the store's price book for the admission path, re-read at most every ttl.
+// pricer is a price book as rating reads it: the price in force for a model at an instant, and
+// the instants inside a period where some price changes.
+type pricer interface {
+	at(model string, t time.Time) (*store.Price, bool)
+	boundaries(since, until time.Time) []time.Time
+}
+
+// tieredBook is the price book of one tier's tenants: the tier's own entries (store.TierPrice)
+// where one is in force for the model, else the general book.
+type tieredBook struct{ base, tier priceBook }
+
+func (b tieredBook) at(model string, t time.Time) (*store.Price, bool) {
+	if p, ok := b.tier.at(model, t); ok {
+		return p, true
+	}
+	return b.base.at(model, t)
+}
+
+func (b tieredBook) boundaries(since, until time.Time) []time.Time {
+	out := append(b.base.boundaries(since, until), b.tier.boundaries(since, until)...)
+	slices.SortFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	return slices.CompactFunc(out, func(a, b time.Time) bool { return a.Equal(b) })
+}
+
+// priceBooks is the general price book and every tier's overrides.
+type priceBooks struct {
+	base  priceBook
+	tiers map[string]priceBook
+}
+
+func newPriceBooks(ps []store.Price, tps []store.TierPrice) *priceBooks {
+	byTier := map[string][]store.Price{}
+	for _, tp := range tps {
+		byTier[tp.Tier] = append(byTier[tp.Tier], tp.Price)
+	}
+	b := &priceBooks{base: newPriceBook(ps), tiers: map[string]priceBook{}}
+	for t, ps := range byTier {
+		b.tiers[t] = newPriceBook(ps)
+	}
+	return b
+}
+
+// forTier returns the book tenants of tier are rated with.
+func (b *priceBooks) forTier(tier string) pricer {
+	if tb, ok := b.tiers[tier]; ok {
+		return tieredBook{base: b.base, tier: tb}
+	}
+	return b.base
+}
+
+// loadPriceBooks reads the general and the tier price books.
+func loadPriceBooks(ctx context.Context, st *store.Store) (*priceBooks, error) {
+	ps, err := st.ListPrices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tps, err := st.ListTierPrices(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newPriceBooks(ps, tps), nil
+}
+
+// prices caches the store's price books for the admission path, re-read at most every ttl.
 type prices struct {
 	st  *store.Store
 	ttl time.Duration
 
 	mu      sync.Mutex
-	book    priceBook
+	books   *priceBooks
 	fetched time.Time
 }
 
-func (p *prices) get(ctx context.Context, now time.Time) (priceBook, error) {
+func (p *prices) get(ctx context.Context, now time.Time) (*priceBooks, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.book != nil && now.Sub(p.fetched) < p.ttl && !now.Before(p.fetched) {
-		return p.book, nil
+	if p.books != nil && now.Sub(p.fetched) < p.ttl && !now.Before(p.fetched) {
+		return p.books, nil
 	}
-	ps, err := p.st.ListPrices(ctx)
+	b, err := loadPriceBooks(ctx, p.st)
 	if err != nil {
 		return nil, err
 	}
-	p.book, p.fetched = newPriceBook(ps), now
-	return p.book, nil
+	p.books, p.fetched = b, now
+	return p.books, nil
 }
 
 // Month returns the calendar month of t in loc as "YYYY-MM" and its bounds [start, end).
@@ -160,7 +223,7 @@ type BillLine struct {
 
 // rate rates the usage of tenant (id; "" = all tenants, named name) in [since, until) with pb:
 // one query per stretch between price changes, one line per model and stretch with usage.
-func rate(ctx context.Context, st *store.Store, pb priceBook, tenantID, name string, since, until time.Time) ([]BillLine, error) {
+func rate(ctx context.Context, st *store.Store, pb pricer, tenantID, name string, since, until time.Time) ([]BillLine, error) {
 	cuts := append(append([]time.Time{since}, pb.boundaries(since, until)...), until)
 	var out []BillLine
 	for i := 0; i+1 < len(cuts); i++ {

@@ -34,6 +34,13 @@ type fakeEngine struct {
 	mu     sync.Mutex
 	calls  []engineCall
 	handle http.HandlerFunc // when set, answers every request instead
+
+	// tenants, when set, makes the engine play a gateway for GET /v1/strata/identity: key ->
+	// tenant id (an unknown key gets 401); unset, that path is a 404 like a router's or vLLM's.
+	// Identity requests are counted in identityCalls, not recorded as calls.
+	tenants        map[string]string
+	identityCalls  int
+	identityStatus int // when set, the identity path answers this status without a body
 }
 
 type engineCall struct {
@@ -69,6 +76,10 @@ func (f *fakeEngine) last(t *testing.T) engineCall {
 }
 
 func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == pathIdentity {
+		f.serveIdentity(w, r)
+		return
+	}
 	body, _ := io.ReadAll(r.Body)
 	c := engineCall{Path: r.URL.Path, Header: r.Header.Clone(), Body: body}
 	if r.URL.Path == openai.PathChatCompletions {
@@ -97,6 +108,39 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// serveIdentity answers GET /v1/strata/identity as the gateway does (contract C5).
+func (f *fakeEngine) serveIdentity(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.identityCalls++
+	tenants, status := f.tenants, f.identityStatus
+	f.mu.Unlock()
+	if status != 0 {
+		w.WriteHeader(status)
+		return
+	}
+	if tenants == nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"error":{"message":"Invalid URL (GET /v1/strata/identity)","type":"invalid_request_error","param":null,"code":null}}`)
+		return
+	}
+	key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tenant, ok := tenants[key]
+	if !ok {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, `{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`)
+		return
+	}
+	writeTestJSON(w, map[string]string{"object": "strata.identity", "tenant_id": tenant, "key_id": "key_" + key})
+}
+
+func (f *fakeEngine) setTenants(m map[string]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tenants = m
 }
 
 func writeTestJSON(w http.ResponseWriter, v any) {

@@ -20,7 +20,7 @@ import (
 
 // The Files API (https://platform.openai.com/docs/api-reference/files, as encoded by openai-go
 // v3 FileObject, FileNewParams, FileDeleted): multipart upload with a purpose, kept in the
-// store (a BLOB in SQLite, BYTEA in PostgreSQL) and owned by the uploader (ownerOf).
+// store (a BLOB in SQLite, BYTEA in PostgreSQL) and owned by the uploader's tenant (ownerOf).
 
 // File purposes of the OpenAI API.
 var filePurposes = []string{"assistants", "batch", "fine-tune", "vision", "user_data", "evals"}
@@ -207,9 +207,9 @@ func (p *Platform) createFile(w http.ResponseWriter, r *http.Request, owner stri
 // ownedFile reads the file named by the path for the caller. Errors: 401 without a key, 404
 // when it does not exist, has expired, or belongs to another owner.
 func (p *Platform) ownedFile(r *http.Request) (string, *store.File, error) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		return "", nil, errNoKey
+	owner, err := p.ownerOf(r)
+	if err != nil {
+		return "", nil, err
 	}
 	id := r.PathValue("id")
 	f, err := p.st.GetFile(r.Context(), owner, id)

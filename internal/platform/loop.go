@@ -45,6 +45,22 @@ type progressReporter interface {
 	progress() (started []string, finished string)
 }
 
+// eventReporter is an optional interface of a server tool that streams its own events around
+// a call (mcp: response.mcp_call.in_progress, response.mcp_call_arguments.delta / .done, then
+// response.mcp_call.completed | .failed). It takes precedence over progressReporter. e is
+// never nil.
+type eventReporter interface {
+	startEvents(e *emitter, idx int, item outputItem)
+	doneEvents(e *emitter, idx int, done outputItem)
+}
+
+// approver is an optional interface of a server tool whose calls may wait for the client's
+// approval (mcp's require_approval): such a call ends the response with an approval item.
+type approver interface {
+	needsApproval() bool
+	approvalItem(call chatToolCall) *mcpApprovalRequest
+}
+
 // progressEvent is a response.file_search_call.in_progress / .searching / .completed event.
 type progressEvent struct {
 	Type           string `json:"type"`
@@ -102,6 +118,13 @@ func (s *step) message() openai.Message {
 // call (relayed as they are), and later failures (the caller turns them into a failed
 // response on a stream).
 func (p *Platform) runLoop(r *http.Request, t *turn, res *response, e *emitter) error {
+	defer t.closeMCP()
+	if err := p.listMCP(r, t, res, e); err != nil {
+		return err
+	}
+	if err := p.approvedCalls(r, t, res, e); err != nil {
+		return err
+	}
 	var toolCalls int64
 	for iter := 0; ; iter++ {
 		if iter >= t.maxIters {
@@ -145,7 +168,7 @@ func (p *Platform) runLoop(r *http.Request, t *turn, res *response, e *emitter) 
 			res.Status, res.IncompleteDetails = statusIncomplete, &incompleteDetails{Reason: reasonContentFilter}
 			return nil
 		}
-		clientDue := false
+		clientDue, approvalDue := false, false
 		for _, c := range st.calls {
 			if t.server[c.Function.Name] == nil {
 				clientDue = true
@@ -164,14 +187,30 @@ func (p *Platform) runLoop(r *http.Request, t *turn, res *response, e *emitter) 
 				t.noMoreTools = true
 				continue
 			}
+			if a, ok := tool.(approver); ok && a.needsApproval() {
+				// The call waits for the client: the response ends with the request, and the
+				// model is told the call has not run (every call of the conversation answered).
+				item := a.approvalItem(c)
+				idx := len(res.Output)
+				res.Output = append(res.Output, item)
+				e.itemAdded(idx, item)
+				e.itemDone(idx, item)
+				t.convo = append(t.convo, openai.Message{Role: "tool", ToolCallID: c.ID, Content: openai.TextContent(approvalPending)})
+				approvalDue = true
+				continue
+			}
 			toolCalls++
 			item := tool.pending(c)
 			idx := len(res.Output)
 			res.Output = append(res.Output, item)
 			e.itemAdded(idx, item)
+			er, streams := tool.(eventReporter)
+			if streams && e != nil {
+				er.startEvents(e, idx, item)
+			}
 			pr, reports := tool.(progressReporter)
 			var finished string
-			if reports && e != nil {
+			if reports && !streams && e != nil {
 				var started []string
 				started, finished = pr.progress()
 				for _, ev := range started {
@@ -185,6 +224,9 @@ func (p *Platform) runLoop(r *http.Request, t *turn, res *response, e *emitter) 
 				return err
 			}
 			res.Output[idx] = done
+			if streams && e != nil {
+				er.doneEvents(e, idx, done)
+			}
 			if finished != "" {
 				e.send(finished, progressEvent{Type: finished, SequenceNumber: e.next(), ItemID: done.itemID(), OutputIndex: idx})
 			}
@@ -194,7 +236,7 @@ func (p *Platform) runLoop(r *http.Request, t *turn, res *response, e *emitter) 
 		if t.req.MaxToolCalls != nil && toolCalls >= *t.req.MaxToolCalls {
 			t.noMoreTools = true
 		}
-		if len(st.calls) == 0 || clientDue {
+		if len(st.calls) == 0 || clientDue || approvalDue {
 			res.Status = statusCompleted
 			c := p.clk.Now().Unix()
 			res.CompletedAt = &c

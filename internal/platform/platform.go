@@ -9,19 +9,17 @@
 // run in the platform and the model is called again, up to max_infer_iters. History comes from
 // a previous_response_id chain or a conversation, both in the store; every call carries
 // X-Strata-Session so the router keeps the loop on a warm replica. Every stored object belongs
-// to the API key that created it (ownerOf); tenant identity from the gateway is not wired yet.
+// to the caller's tenant, asked of the gateway below (identity.go), or to the API key without
+// a gateway.
 package platform
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
@@ -45,6 +43,7 @@ type Platform struct {
 	// plug into (tests set it today).
 	builtins []serverTool
 	bg       background
+	ids      *identityResolver
 
 	requests        *prometheus.CounterVec
 	responseSeconds prometheus.Histogram
@@ -93,6 +92,7 @@ func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock
 			Buckets: prometheus.ExponentialBuckets(0.025, 2, 13), // 25ms .. 102s
 		}),
 	}
+	p.ids = newIdentityResolver(p)
 	for _, c := range []prometheus.Collector{p.requests, p.responseSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("platform: register metrics: %w", err)
@@ -132,13 +132,14 @@ func (p *Platform) route(pattern, path string, h http.HandlerFunc) {
 }
 
 // routeOwned registers h for pattern like route, for the routes of objects the caller owns:
-// the owner token is derived from the caller's key before h runs, and a request without a key
-// is answered 401 without reaching h, so no owned route can forget the check.
+// the owner token (the caller's tenant, identity.go) is resolved before h runs, and a request
+// without a key, or with one the gateway refuses, is answered 401 without reaching h, so no
+// owned route can forget the check.
 func (p *Platform) routeOwned(pattern, path string, h func(w http.ResponseWriter, r *http.Request, owner string)) {
 	p.route(pattern, path, func(w http.ResponseWriter, r *http.Request) {
-		owner, ok := ownerOf(r)
-		if !ok {
-			p.fail(w, errNoKey)
+		owner, err := p.ownerOf(r)
+		if err != nil {
+			p.fail(w, err)
 			return
 		}
 		h(w, r, owner)
@@ -174,30 +175,6 @@ func (p *Platform) transportError(r *http.Request, err error) error {
 
 // errNoKey is OpenAI's answer to a request without an API key.
 var errNoKey = openai.Unauthorized("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
-
-// ownerOf returns the owner token of the caller: the SHA-256 (hex) of the API key from
-// "Authorization: Bearer <key>" or "x-api-key", and false when there is no key. Stored
-// responses belong to the key that created them.
-//
-// This first cut scopes by key, not tenant: the platform may run without a gateway, and the
-// gateway does not yet tell the layers above who the tenant is. Issue 6 moves ownership to
-// the tenant identity from the gateway, so every key of a tenant sees the tenant's objects and
-// a revoked key sees nothing (today a revoked key can still read and delete what it stored,
-// since GET and DELETE do not reach the gateway).
-func ownerOf(r *http.Request) (string, bool) {
-	key := ""
-	if scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
-		key = strings.TrimSpace(tok)
-	}
-	if key == "" {
-		key = strings.TrimSpace(r.Header.Get("x-api-key"))
-	}
-	if key == "" {
-		return "", false
-	}
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:]), true
-}
 
 // isCanceled reports whether err is the client going away.
 func isCanceled(ctx context.Context, err error) bool {

@@ -53,7 +53,8 @@ type createRequest struct {
 	// Tools are the request's tools, checked; ToolChoice is tool_choice as the client sent it
 	// ("none", "auto", "required" or {"type":"function","name":...}), "auto" by default.
 	Tools        []functionTool
-	FileSearch   *fileSearchTool // the file_search tool, run server-side; nil when none
+	FileSearch   *fileSearchTool  // the file_search tool, run server-side; nil when none
+	MCP          []*mcpToolConfig // the mcp tools (remote MCP servers), run server-side
 	ToolChoice   json.RawMessage
 	MaxToolCalls *int64
 	// MaxInferIters bounds the inference calls of the server-side tool loop (Strata and
@@ -83,6 +84,10 @@ type inputItem struct {
 	Name      string // function_call: the function's name
 	Arguments string // function_call: the arguments, a JSON text as the model wrote it
 	Output    string // function_call_output: the result the client computed
+
+	ApprovalRequestID string  // mcp_approval_response: the mcp_approval_request answered
+	Approve           bool    // mcp_approval_response
+	Reason            *string // mcp_approval_response
 }
 
 // unsupportedParams are parameters of the OpenAI API that Strata does not implement yet. They
@@ -209,7 +214,7 @@ func (req *createRequest) set(name string, raw json.RawMessage) error {
 			}
 		}
 	case "tools":
-		req.Tools, req.FileSearch, err = parseTools(raw)
+		req.Tools, req.FileSearch, req.MCP, err = parseTools(raw)
 	case "tool_choice":
 		if !isNull(raw) {
 			req.ToolChoice, err = parseToolChoice(raw)
@@ -318,9 +323,11 @@ func parseItem(param string, raw json.RawMessage) (inputItem, error) {
 		case itemMessage:
 		case itemFunctionCall, itemFunctionCallOutput:
 			return parseCallItem(param, *it.Type, raw)
+		case itemMCPApprovalResponse:
+			return parseApprovalItem(param, raw)
 		default:
 			return inputItem{}, openai.InvalidRequest(param+".type", codeUnsupportedValue,
-				"Input items of type '%s' are not supported yet; only 'message', 'function_call' and 'function_call_output' items are.", *it.Type)
+				"Input items of type '%s' are not supported yet; only 'message', 'function_call', 'function_call_output' and 'mcp_approval_response' items are.", *it.Type)
 		}
 	}
 	if it.Role == nil {
@@ -471,6 +478,8 @@ func chatMessages(items []inputItem) []openai.Message {
 		case itemFunctionCallOutput:
 			out = append(out, openai.Message{Role: "tool", ToolCallID: it.CallID, Content: openai.TextContent(it.Output)})
 			continue
+		case itemMCPApprovalResponse:
+			continue // the loop runs the approved call (mcp.go)
 		}
 		role := it.Role
 		if role == "developer" {
@@ -502,6 +511,8 @@ func listItem(it inputItem) json.RawMessage {
 		v = &functionCall{Type: itemFunctionCall, ID: it.ID, CallID: it.CallID, Name: it.Name, Arguments: it.Arguments, Status: statusCompleted}
 	case it.Type == itemFunctionCallOutput:
 		v = &functionCallOutput{Type: itemFunctionCallOutput, ID: it.ID, CallID: it.CallID, Output: it.Output, Status: statusCompleted}
+	case it.Type == itemMCPApprovalResponse:
+		v = &mcpApprovalResponse{Type: itemMCPApprovalResponse, ID: it.ID, ApprovalRequestID: it.ApprovalRequestID, Approve: it.Approve, Reason: it.Reason}
 	case it.Role == "assistant":
 		m := &outputMessage{Type: "message", ID: it.ID, Status: statusCompleted, Role: "assistant", Content: make([]outputText, len(it.Texts))}
 		for i, t := range it.Texts {
@@ -617,4 +628,50 @@ func unsupported(param, msg string) *openai.Error {
 
 func unsupportedValue(param, got string) *openai.Error {
 	return openai.InvalidRequest(param, codeUnsupportedValue, "Unsupported value: '%s' does not support '%s' yet.", param, got)
+}
+
+// parseApprovalItem decodes an mcp_approval_response input item (approval_request_id and
+// approve required; id and reason optional).
+func parseApprovalItem(param string, raw json.RawMessage) (inputItem, error) {
+	var fields map[string]json.RawMessage
+	_ = json.Unmarshal(raw, &fields) // an object: parseItem checked
+	out := inputItem{Type: itemMCPApprovalResponse}
+	approve := false
+	for k, v := range fields {
+		var err error
+		switch k {
+		case "type":
+		case "id", "approval_request_id":
+			var s *string
+			if s, err = str(param+"."+k, v); err == nil && s != nil {
+				if k == "id" {
+					out.ID = *s
+				} else {
+					out.ApprovalRequestID = *s
+				}
+			}
+		case "approve":
+			var b *bool
+			if b, err = boolean(param+"."+k, v); err == nil && b != nil {
+				out.Approve, approve = *b, true
+			}
+		case "reason":
+			out.Reason, err = str(param+"."+k, v)
+		default:
+			return inputItem{}, openai.InvalidRequest(param+"."+k, codeUnknownParameter, "Unknown parameter: '%s.%s'.", param, k)
+		}
+		if err != nil {
+			return inputItem{}, err
+		}
+	}
+	if out.ApprovalRequestID == "" {
+		return inputItem{}, openai.MissingParam(param + ".approval_request_id")
+	}
+	if !approve {
+		return inputItem{}, openai.MissingParam(param + ".approve")
+	}
+	if out.ID == "" {
+		out.ID = newID("mcpra_")
+	}
+	return out, nil
 }

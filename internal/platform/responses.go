@@ -56,6 +56,10 @@ type turn struct {
 	stored bool
 	// noMoreTools is set once max_tool_calls is reached: later calls get tool_choice "none".
 	noMoreTools bool
+	// mcp are the sessions with the request's MCP servers, open while the loop runs.
+	mcp []*mcpServer
+	// approvals are the request's mcp_approval_response items, resolved (mcp.go).
+	approvals []mcpApproval
 }
 
 // newTurn starts answering req for owner. With previous_response_id it reads the stored
@@ -102,8 +106,18 @@ func (p *Platform) newTurn(ctx context.Context, owner string, req *createRequest
 			return nil, err
 		}
 	}
+	if allowed := p.cfg.MCPAllowedURLs; len(allowed) > 0 {
+		for _, m := range req.MCP {
+			if !slices.ContainsFunc(allowed, func(prefix string) bool { return strings.HasPrefix(m.ServerURL, prefix) }) {
+				return nil, openai.InvalidRequest("tools", codeInvalidValue, "Invalid 'tools': this server does not allow the MCP server URL of '%s'.", m.ServerLabel)
+			}
+		}
+	}
 	var err error
 	if t.server, err = p.serverTools(ctx, owner, req); err != nil {
+		return nil, err
+	}
+	if err := t.resolveApprovals(); err != nil {
 		return nil, err
 	}
 	t.convo = slices.Concat(t.history, chatMessages(req.Input))
@@ -183,6 +197,10 @@ func (t *turn) response(status string) *response {
 	}
 	if req.FileSearch != nil {
 		b, _ := json.Marshal(req.FileSearch)
+		res.Tools = append(res.Tools, b)
+	}
+	for _, m := range req.MCP {
+		b, _ := json.Marshal(m)
 		res.Tools = append(res.Tools, b)
 	}
 	if res.Metadata == nil {
@@ -470,12 +488,13 @@ func (p *Platform) listInputItems(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, b)
 }
 
-// owned reads the response named by the path for the caller. Errors: 401 without a key, 404
-// when it does not exist or belongs to another key (the same answer, so ids cannot be probed).
+// owned reads the response named by the path for the caller. Errors: 401 without a key (or a
+// refused one), 404 when it does not exist or belongs to another owner (the same answer, so
+// ids cannot be probed).
 func (p *Platform) owned(r *http.Request) (*store.ResponseRecord, error) {
-	owner, ok := ownerOf(r)
-	if !ok {
-		return nil, errNoKey
+	owner, err := p.ownerOf(r)
+	if err != nil {
+		return nil, err
 	}
 	id := r.PathValue("id")
 	rec, err := p.st.GetResponse(r.Context(), owner, id)

@@ -445,7 +445,7 @@ func TestResponseRequestValidation(t *testing.T) {
 		{"unknown parameter", `{"model":"m","input":"x","temprature":1}`, "temprature", codeUnknownParameter},
 		{"background stream", `{"model":"m","input":"x","background":true,"stream":true}`, "stream", codeUnsupportedParameter},
 		{"background without store", `{"model":"m","input":"x","background":true,"store":false}`, "store", codeInvalidValue},
-		{"hosted tool", `{"model":"m","input":"x","tools":[{"type":"mcp"}]}`, "tools[0].type", codeUnsupportedValue},
+		{"hosted tool", `{"model":"m","input":"x","tools":[{"type":"web_search"}]}`, "tools[0].type", codeUnsupportedValue},
 		{"file_search without stores", `{"model":"m","input":"x","tools":[{"type":"file_search"}]}`, "tools[0].vector_store_ids", openai.CodeMissingParam},
 		{"file_search filters", `{"model":"m","input":"x","tools":[{"type":"file_search","vector_store_ids":["vs_1"],"filters":{"type":"eq","key":"a","value":1}}]}`, "tools[0].filters", codeUnsupportedParameter},
 		{"file_search results", `{"model":"m","input":"x","tools":[{"type":"file_search","vector_store_ids":["vs_1"],"max_num_results":51}]}`, "tools[0].max_num_results", codeInvalidValue},
@@ -611,17 +611,17 @@ func TestOwnerOf(t *testing.T) {
 			for k, v := range tc.headers {
 				r.Header.Set(k, v)
 			}
-			got, ok := ownerOf(r)
+			got, ok := keyHash(r)
 			require.Equal(t, tc.ok, ok)
 			if tc.ok {
-				want, _ := ownerOf(&http.Request{Header: http.Header{"Authorization": {"Bearer " + tc.same}}})
+				want, _ := keyHash(&http.Request{Header: http.Header{"Authorization": {"Bearer " + tc.same}}})
 				require.Equal(t, want, got)
 				require.Len(t, got, 64)
 				require.NotContains(t, got, tc.same)
 			}
 		})
 	}
-	a, _ := ownerOf(&http.Request{Header: http.Header{"Authorization": {"Bearer k1"}}})
-	b, _ := ownerOf(&http.Request{Header: http.Header{"Authorization": {"Bearer k2"}}})
+	a, _ := keyHash(&http.Request{Header: http.Header{"Authorization": {"Bearer k1"}}})
+	b, _ := keyHash(&http.Request{Header: http.Header{"Authorization": {"Bearer k2"}}})
 	require.NotEqual(t, a, b)
 }

@@ -21,7 +21,7 @@ import (
 
 // builtinToolTypes are tool types of the OpenAI API that Strata does not run yet: a request
 // naming one gets unsupported_value rather than invalid_value.
-var builtinToolTypes = []string{"mcp", "web_search", "web_search_preview",
+var builtinToolTypes = []string{"web_search", "web_search_preview",
 	"web_search_2025_08_26", "web_search_preview_2025_03_11", "computer_use_preview", "code_interpreter",
 	"image_generation", "local_shell", "shell", "custom", "apply_patch"}
 
@@ -77,15 +77,31 @@ func appendToolCall(raw json.RawMessage, call chatToolCall) json.RawMessage {
 // malformed tool or schema (parameters must be a JSON object), invalid_value for a bad or
 // duplicated name or an unknown type, unsupported_value for a built-in tool type Strata does
 // not run yet, unknown_parameter for a field OpenAI does not define.
-func parseTools(raw json.RawMessage) ([]functionTool, *fileSearchTool, error) {
-	funcs, fs, err := parseToolList(raw)
+func parseTools(raw json.RawMessage) ([]functionTool, *fileSearchTool, []*mcpToolConfig, error) {
+	funcs, fs, mcps, err := parseToolList(raw)
 	if err == nil && fs != nil && slices.ContainsFunc(funcs, func(f functionTool) bool { return f.Name == fileSearchName }) {
 		err = openai.InvalidRequest("tools", codeInvalidValue, "Invalid 'tools': a function named '%s' conflicts with the file_search tool.", fileSearchName)
 	}
-	return funcs, fs, err
+	return funcs, fs, mcps, err
 }
 
-func parseToolList(raw json.RawMessage) (funcs []functionTool, fs *fileSearchTool, err error) {
+func parseToolList(raw json.RawMessage) (funcs []functionTool, fs *fileSearchTool, mcps []*mcpToolConfig, err error) {
+	funcs, fs, err = parseToolElems(raw, func(param string, fields map[string]json.RawMessage) error {
+		m, err := parseMCPTool(param, fields, nil)
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(mcps, func(o *mcpToolConfig) bool { return o.ServerLabel == m.ServerLabel }) {
+			return openai.InvalidRequest(param+".server_label", codeInvalidValue, "Invalid 'tools': duplicate server_label '%s'.", m.ServerLabel)
+		}
+		mcps = append(mcps, m)
+		return nil
+	})
+	return funcs, fs, mcps, err
+}
+
+// parseToolElems decodes the tools array; an mcp tool is handed to mcpTool.
+func parseToolElems(raw json.RawMessage, mcpTool func(param string, fields map[string]json.RawMessage) error) (funcs []functionTool, fs *fileSearchTool, err error) {
 	if isNull(raw) {
 		return nil, nil, nil
 	}
@@ -115,6 +131,12 @@ func parseToolList(raw json.RawMessage) (funcs []functionTool, fs *fileSearchToo
 				return nil, nil, openai.InvalidRequest(param+".type", codeInvalidValue, "Invalid 'tools': at most one file_search tool.")
 			}
 			if fs, err = parseFileSearchTool(param, fields); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
+		if *typ == "mcp" {
+			if err := mcpTool(param, fields); err != nil {
 				return nil, nil, err
 			}
 			continue

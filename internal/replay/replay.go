@@ -3,34 +3,34 @@
 // against simulated vLLM replicas in virtual time: an hour of traffic in seconds, so a routing
 // policy's effect on prefix-cache hits, TTFT, ITL and load spread can be seen before deploying it.
 //
-// It is a composition package: it imports the router's scheduler and the engine simulator's
-// timing model (internal/engine/sim), which layer packages may not do.
+// It is a composition package: it imports the router's scheduler and the engine simulator
+// (internal/engine/sim), which layer packages may not do.
 package replay
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/strata-inference/strata/internal/config"
-	"github.com/strata-inference/strata/internal/engine/sim"
 	"github.com/strata-inference/strata/internal/router/plugins"
 	"github.com/strata-inference/strata/internal/router/scheduling"
 )
 
 // Policies are the routing policies Run knows, by name.
-var Policies = []string{"round-robin", "random", "load", "llm-d-approx", "predicted-latency", "default"}
+var Policies = []string{"round-robin", "random", "load", "llm-d-approx", "precise-prefix", "predicted-latency", "default"}
+
+// preciseScorerType is the plugin type of the precise (KV-event fed) prefix-cache scorer, llm-d's
+// name for it.
+const preciseScorerType = "precise-prefix-cache-scorer"
 
 // PolicyConfig returns the EndpointPickerConfig of a named policy:
 //   - round-robin, random: the picker alone (scores ignored);
@@ -38,6 +38,9 @@ var Policies = []string{"round-robin", "random", "load", "llm-d-approx", "predic
 //   - llm-d-approx: queue-scorer 2 + kv-cache-utilization-scorer 2 + prefix-cache-scorer 3
 //     (llm-d's former default, its approximate prefix parameters blockSize 64 and
 //     lruCapacityPerServer 31250);
+//   - precise-prefix: queue-scorer 2 + kv-cache-utilization-scorer 2 +
+//     precise-prefix-cache-scorer 3 (llm-d's precise prefix-cache profile: the scorer reads an
+//     index fed by the engines' KV events);
 //   - predicted-latency: predicted-latency-scorer 2 (prefill work queued + uncached prompt,
 //     in tokens) + prefix-cache-scorer 3 + kv-cache-utilization-scorer 1, max-score-picker;
 //   - default: Strata's default profile (plugins.DefaultProfile of config.Default().Router).
@@ -66,6 +69,13 @@ func PolicyConfig(name string) (config.EndpointPickerConfig, error) {
 				{PluginRef: "queue-scorer", Weight: w(2)}, {PluginRef: "kv-cache-utilization-scorer", Weight: w(2)},
 				{PluginRef: "prefix-cache-scorer", Weight: w(3)}}}},
 		}, nil
+	case "precise-prefix":
+		return config.EndpointPickerConfig{
+			Plugins: []config.PluginSpec{{Type: "queue-scorer"}, {Type: "kv-cache-utilization-scorer"}, {Type: preciseScorerType}},
+			SchedulingProfiles: []config.SchedulingProfile{{Name: name, Plugins: []config.ProfilePlugin{
+				{PluginRef: "queue-scorer", Weight: w(2)}, {PluginRef: "kv-cache-utilization-scorer", Weight: w(2)},
+				{PluginRef: preciseScorerType, Weight: w(3)}}}},
+		}, nil
 	case "predicted-latency":
 		return config.EndpointPickerConfig{
 			Plugins: []config.PluginSpec{{Type: "prefix-cache-scorer"}, {Type: "predicted-latency-scorer"}, {Type: "kv-cache-utilization-scorer"}},
@@ -88,13 +98,13 @@ type Options struct {
 	// RateScale multiplies the arrival rate: arrivals at trace time t happen at t / RateScale.
 	// 0 means 1.
 	RateScale float64
-	// BlockSize (tokens, default 16), NumGPUBlocks (default 24576: ~393k tokens, Llama-3-8B's KV
-	// cache on an 80 GB GPU at gpu_memory_utilization 0.9), MaxNumSeqs (default 256) and
-	// MaxBatchedTokens (default 8192) configure every replica as vLLM's engine arguments.
+	// BlockSize (tokens, default 16), NumGPUBlocks (default: derived from the model and GPU as
+	// vLLM does), MaxNumSeqs (default 256) and MaxBatchedTokens (default 8192) configure every
+	// replica as vLLM's engine arguments.
 	BlockSize, NumGPUBlocks, MaxNumSeqs, MaxBatchedTokens int
 	// ScrapeInterval is how often the scheduler's view of engine metrics (waiting, running, KV
-	// usage) is refreshed, as the router's scrape_interval. Default 50ms. The router's own
-	// in-flight counts are always exact.
+	// usage) is refreshed, as the router's scrape_interval. Default: config.Default()'s (50ms).
+	// The router's own in-flight counts are always exact.
 	ScrapeInterval time.Duration
 	// Seed seeds the random pickers and tie-breaks (runs are deterministic for a seed).
 	Seed uint64
@@ -118,11 +128,10 @@ func (o *Options) defaults() error {
 		}
 	}
 	def(&o.BlockSize, 16)
-	def(&o.NumGPUBlocks, 24576)
 	def(&o.MaxNumSeqs, 256)
 	def(&o.MaxBatchedTokens, 8192)
 	if o.ScrapeInterval <= 0 {
-		o.ScrapeInterval = 50 * time.Millisecond
+		o.ScrapeInterval = config.Default().Router.ScrapeInterval.D()
 	}
 	return nil
 }
@@ -137,9 +146,11 @@ type Percentiles struct {
 // Result is one policy's outcome.
 type Result struct {
 	Policy string `json:"policy"`
-	// Completed requests; Skipped ones could never fit one replica's KV cache.
+	// Completed requests; Skipped ones could never fit one replica's KV cache (or context);
+	// Failed ones got an error from a live endpoint (RunLive only).
 	Completed int `json:"completed"`
 	Skipped   int `json:"skipped"`
+	Failed    int `json:"failed"`
 	// HitRatio is prompt tokens served from the replicas' prefix caches / prompt tokens.
 	HitRatio float64 `json:"prefix_hit_ratio"`
 	// IdealHitRatio is the same ratio for one infinite cache that saw every request (the upper
@@ -148,16 +159,18 @@ type Result struct {
 	// TTFT (arrival to first token) and ITL (between consecutive tokens), seconds.
 	TTFT Percentiles `json:"ttft_seconds"`
 	ITL  Percentiles `json:"itl_seconds"`
-	// OutputTokensPerSec is generated tokens / (last finish - first arrival), virtual time.
+	// OutputTokensPerSec is generated tokens / (last finish - first arrival).
 	OutputTokensPerSec float64 `json:"output_tokens_per_second"`
 	// LoadSpread is the coefficient of variation (stddev / mean) of the tokens each replica
-	// computed (prefill + decode): 0 is perfectly even.
+	// computed (uncached prompt + output): 0 is perfectly even.
 	LoadSpread float64 `json:"load_spread_cv"`
 	// PerReplica is the number of requests each replica served.
 	PerReplica []int `json:"requests_per_replica"`
-	// Duration is the virtual time from first arrival to last finish, seconds.
+	// Duration is the time from first arrival to last finish, seconds (virtual in Run).
 	Duration float64 `json:"virtual_seconds"`
-	// PickMicros is the mean wall-clock cost of one scheduling decision, microseconds.
+	// WallSeconds is the wall-clock time the run took (set by the caller that timed it).
+	WallSeconds float64 `json:"wall_seconds,omitempty"`
+	// PickMicros is the mean wall-clock cost of one scheduling decision, microseconds (Run only).
 	PickMicros float64 `json:"pick_microseconds"`
 }
 
@@ -174,282 +187,202 @@ func Run(ctx context.Context, rows []Row, policy string, opt Options) (*Result, 
 // modelName is the model every simulated replica serves; the scheduler's model filter needs one.
 const modelName = "replay"
 
+// request is one trace row inside a replay.
+type request struct {
+	row     *Row
+	index   int   // row index: names the request and seeds its unique blocks
+	tokens  []int // prompt then planned answer; dropped when the request finishes
+	arrival time.Time
+	replica int
+	last    time.Time // previous token, zero before the first
+}
+
+// replica is one simulated engine as the replay loop drives it.
+type replica interface {
+	// fits reports whether a request of prompt+output tokens can ever run.
+	fits(prompt, output int) bool
+	// add queues q at now.
+	add(q *request, now time.Time)
+	// step starts the next step at now when idle, and returns the end of the step in flight;
+	// ok is false when there is nothing to run.
+	step(now time.Time) (end time.Time, ok bool)
+	// complete ends the step in flight at its end: token is called for each sampled token,
+	// finished for each request done (cached: its prompt tokens served from the prefix cache).
+	complete(token func(q *request, at time.Time), finished func(q *request, at time.Time, cached int))
+	// metrics is what a scrape of the engine's /metrics would report now.
+	metrics() scheduling.Metrics
+	// kvEvents appends to dst the KV events produced since the last call (none unless the
+	// replicas were built to convert them); they stay valid until the replica's next step.
+	kvEvents(dst []scheduling.KVEvent) []scheduling.KVEvent
+}
+
+// wantsKVEvents reports whether epc declares a plugin that consumes engine KV events, so that
+// replicas convert theirs only when someone reads them.
+func wantsKVEvents(epc config.EndpointPickerConfig) bool {
+	for _, p := range epc.Plugins {
+		if p.Type == preciseScorerType {
+			return true
+		}
+	}
+	return false
+}
+
 // RunConfig is Run with an explicit scheduler configuration (any EndpointPickerConfig), named
 // name in the result.
+//
+// The replay mirrors the live router (internal/router router.go, endpoint.go): each decision
+// sees every replica's last scrape (refreshed every ScrapeInterval of virtual time) and the
+// router's own in-flight requests and prompt tokens (counted from the pick to the last token);
+// KV events of each completed step reach Scheduler.HandleKVEvents at once; Request carries the
+// prompt's token ids, its text (promptParts) and the row's session.
 func RunConfig(ctx context.Context, rows []Row, name string, epc config.EndpointPickerConfig, opt Options) (*Result, error) {
 	if err := opt.defaults(); err != nil {
-		return nil, err
-	}
-	gpu, err := sim.LookupGPU(opt.GPU)
-	if err != nil {
-		return nil, err
-	}
-	model, err := sim.LookupModel(opt.Model)
-	if err != nil {
 		return nil, err
 	}
 	sched, err := scheduling.Build(epc, plugins.Registry(), rand.NewPCG(opt.Seed, 0x5eed))
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", name, err)
 	}
-	timing := sim.NewTiming(gpu, model)
-	engines := make([]*engine, opt.Replicas)
-	snaps := make([]scheduling.Endpoint, opt.Replicas)
-	eps := make([]*scheduling.Endpoint, opt.Replicas)
-	for i := range engines {
-		engines[i] = newEngine(timing, opt.BlockSize, opt.NumGPUBlocks, opt.MaxNumSeqs, opt.MaxBatchedTokens)
-		snaps[i] = scheduling.Endpoint{Name: "replica-" + strconv.Itoa(i), Models: []string{modelName}, ModelsKnown: true, Healthy: true}
+	reps, err := newReplicas(opt, wantsKVEvents(epc))
+	if err != nil {
+		return nil, err
 	}
-	byName := map[string]int{}
+	n := len(reps)
+	snaps := make([]scheduling.Endpoint, n)
+	eps := make([]*scheduling.Endpoint, n)
+	names := make([]string, n)
 	for i := range snaps {
-		byName[snaps[i].Name] = i
+		names[i] = "replica-" + strconv.Itoa(i)
+		snaps[i] = scheduling.Endpoint{Name: names[i], Models: []string{modelName}, ModelsKnown: true, Healthy: true}
+		eps[i] = &snaps[i]
 	}
-
-	res := &Result{Policy: name, PerReplica: make([]int, opt.Replicas)}
+	col := newCollector(name, n)
+	ideal := newIdealCache(opt.BlockSize)
 	epoch := time.Unix(0, 0)
 	var (
-		ttfts, itls      []float64
-		hitTok, inTok    int
-		idealTok         int
-		outTok           int
-		lastFinish       time.Time
-		pickWall         time.Duration
-		picks            int
-		nextScrape       = epoch
-		done, next       int
-		seen             = map[uint64]bool{}
-		inFlight         = make([]int, opt.Replicas)
-		inFlightTok      = make([]int, opt.Replicas)
-		metrics          = make([]scheduling.Metrics, opt.Replicas)
-		firstArrival     time.Time
-		firstArrivalSeen bool
+		pickWall   time.Duration
+		picks      int
+		done, next int
+		pending    int // routed and not finished
+		inFlight   = make([]int, n)
+		inFlightTk = make([]int, n)
+		metrics    = make([]scheduling.Metrics, n)
+		busy       = make([]bool, n)
+		ends       = make([]time.Time, n)
+		events     []scheduling.KVEvent
+		nextScrape time.Time
 	)
-	arrival := func(i int) time.Time {
-		return epoch.Add(time.Duration(float64(rows[i].Arrival) / opt.RateScale))
-	}
-	onToken := func(j *job, at time.Time) {
-		if j.generated == 1 {
-			ttfts = append(ttfts, at.Sub(j.arrival).Seconds())
-		} else {
-			itls = append(itls, at.Sub(j.last).Seconds())
-		}
-	}
 	scrape := func(now time.Time) {
-		for i, e := range engines {
-			metrics[i] = scheduling.Metrics{Running: len(e.running), Waiting: len(e.waiting), KVCacheUsage: e.usage(),
-				BlockSize: opt.BlockSize, NumGPUBlocks: opt.NumGPUBlocks}
+		for i, r := range reps {
+			metrics[i] = r.metrics()
 		}
 		nextScrape = now.Add(opt.ScrapeInterval)
 	}
-	total := len(rows)
+	scrape(epoch) // the router has scraped every replica once before the first request
+	arrival := func(i int) time.Time {
+		return epoch.Add(time.Duration(float64(rows[i].Arrival) / opt.RateScale))
+	}
+	// kick starts replica i's next step if it is idle, then hands the scheduler the KV events
+	// the replica produced (only when some plugin consumes them).
+	kick := func(i int, now time.Time) {
+		ends[i], busy[i] = reps[i].step(now)
+		if events = reps[i].kvEvents(events[:0]); len(events) > 0 {
+			sched.HandleKVEvents(names[i], events)
+		}
+	}
+	onToken := func(q *request, at time.Time) {
+		col.token(q.arrival, q.last, at)
+		q.last = at
+	}
+	var current int // replica whose step completes
+	onFinished := func(q *request, at time.Time, cached int) {
+		done++
+		pending--
+		inFlight[current]--
+		inFlightTk[current] -= q.row.InputTokens
+		col.finished(current, at, q.row.InputTokens, cached, max(1, q.row.OutputTokens))
+		q.tokens = nil
+		if opt.Progress != nil {
+			opt.Progress(done+col.res.Skipped, len(rows))
+		}
+	}
 	for iter := 0; ; iter++ {
 		if iter%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
 		}
-		// The next event: a step end, else a metrics scrape (only while work is pending), else
-		// an arrival; ties in that order.
+		// The next event: a step end, else a metrics scrape (only while requests are pending),
+		// else an arrival; ties in that order.
 		var now time.Time
 		kind, which := -1, -1
-		for i, e := range engines {
-			if e.busy && (kind < 0 || e.stepEnd.Before(now)) {
-				now, kind, which = e.stepEnd, 0, i
+		for i := range reps {
+			if busy[i] && (kind < 0 || ends[i].Before(now)) {
+				now, kind, which = ends[i], 0, i
 			}
 		}
-		pending := done+res.Skipped < next
-		if pending && (kind < 0 || nextScrape.Before(now)) {
+		if pending > 0 && (kind < 0 || nextScrape.Before(now)) {
 			now, kind = nextScrape, 1
 		}
-		if next < total && (kind < 0 || arrival(next).Before(now)) {
+		if next < len(rows) && (kind < 0 || arrival(next).Before(now)) {
 			now, kind = arrival(next), 2
 		}
 		switch kind {
 		case -1:
-			goto finished
-		case 0:
-			e := engines[which]
-			for _, j := range e.complete(onToken) {
-				done++
-				inFlight[which]--
-				inFlightTok[which] -= j.row.InputTokens
-				res.PerReplica[which]++
-				hitTok += j.hitTokens
-				inTok += j.row.InputTokens
-				outTok += e.outputTokens(j)
-				lastFinish = now
-				if opt.Progress != nil {
-					opt.Progress(done, total)
-				}
+			res := col.result()
+			if picks > 0 {
+				res.PickMicros = float64(pickWall.Nanoseconds()) / 1e3 / float64(picks)
 			}
-			e.schedule(now)
+			return res, nil
+		case 0:
+			current = which
+			reps[which].complete(onToken, onFinished)
+			if events = reps[which].kvEvents(events[:0]); len(events) > 0 {
+				sched.HandleKVEvents(names[which], events)
+			}
+			kick(which, now)
 		case 1:
 			scrape(now)
 		case 2:
 			row := &rows[next]
+			q := &request{row: row, index: next, arrival: now}
 			next++
-			if !firstArrivalSeen {
-				firstArrival, firstArrivalSeen = now, true
-			}
 			if nextScrape.Before(now) { // scrapes pause while nothing is pending: catch up
 				scrape(now)
 			}
-			if !engines[0].fits(row) {
-				res.Skipped++
+			if !reps[0].fits(row.InputTokens, max(1, row.OutputTokens)) {
+				col.res.Skipped++
 				continue
 			}
-			idealTok += idealHit(seen, row, opt.BlockSize)
-			req := &scheduling.Request{Model: modelName, PromptParts: promptParts(row, next), PromptTokens: row.InputTokens}
+			col.arrived(now, ideal.hit(row))
+			q.tokens = requestTokens(row, q.index)
+			prompt := q.tokens[:row.InputTokens:row.InputTokens]
+			req := &scheduling.Request{Model: modelName, PromptParts: promptParts(prompt), PromptTokens: row.InputTokens,
+				TokenIDs: prompt, Session: row.Session}
 			for i := range snaps {
-				snaps[i].Metrics, snaps[i].InFlight, snaps[i].InFlightTokens = metrics[i], inFlight[i], inFlightTok[i]
-				eps[i] = &snaps[i]
+				snaps[i].Metrics, snaps[i].InFlight, snaps[i].InFlightTokens = metrics[i], inFlight[i], inFlightTk[i]
 			}
 			start := time.Now()
 			picked, err := sched.Schedule(req, eps)
 			pickWall += time.Since(start)
 			picks++
 			if err != nil {
-				return nil, fmt.Errorf("request %d: %w", next-1, err)
+				return nil, fmt.Errorf("request %d: %w", q.index, err)
 			}
-			r := byName[picked.Name]
+			r := slices.Index(eps, picked)
+			if r < 0 {
+				return nil, fmt.Errorf("request %d: the picker returned an endpoint that was not a candidate", q.index)
+			}
+			q.replica = r
 			inFlight[r]++
-			inFlightTok[r] += row.InputTokens
-			e := engines[r]
-			e.waiting = append(e.waiting, &job{row: row, keys: blockKeys(row, next, opt.BlockSize), arrival: now, replica: r})
-			if !e.busy {
-				e.schedule(now)
+			inFlightTk[r] += row.InputTokens
+			pending++
+			reps[r].add(q, now)
+			if !busy[r] {
+				kick(r, now)
 			}
 		}
 	}
-finished:
-	res.Completed = done
-	if inTok > 0 {
-		res.HitRatio = float64(hitTok) / float64(inTok)
-		res.IdealHitRatio = float64(idealTok) / float64(inTok)
-	}
-	res.TTFT = percentiles(ttfts)
-	res.ITL = percentiles(itls)
-	if d := lastFinish.Sub(firstArrival).Seconds(); d > 0 {
-		res.Duration = d
-		res.OutputTokensPerSec = float64(outTok) / d
-	}
-	work := make([]float64, len(engines))
-	for i, e := range engines {
-		work[i] = float64(e.computedTokens)
-	}
-	res.LoadSpread = cv(work)
-	if picks > 0 {
-		res.PickMicros = float64(pickWall.Microseconds()) / float64(picks)
-	}
-	return res, nil
-}
-
-// promptParts renders a row as prompt text for the scheduler, as ../shared/data/README.md says:
-// one deterministic block per Mooncake hash id (4 characters per token, so 2048 characters for a
-// 512-token block, the last block cut to fit input_length). A row without hash ids gets text
-// unique to the row (index i).
-func promptParts(r *Row, i int) []string {
-	const charsPerToken = 4
-	if r.HashIDs == nil {
-		return []string{blockText(-int64(i), r.InputTokens*charsPerToken)}
-	}
-	parts := make([]string, len(r.HashIDs))
-	for k, id := range r.HashIDs {
-		toks := min(MooncakeBlockTokens, r.InputTokens-k*MooncakeBlockTokens)
-		parts[k] = blockText(id, toks*charsPerToken)
-	}
-	return parts
-}
-
-// blockText is n characters determined by id: "<id>:<k> " repeated with a running k, so that
-// no two ids and no two windows of one block render the same.
-func blockText(id int64, n int) string {
-	var b strings.Builder
-	b.Grow(n + 24)
-	for k := 0; b.Len() < n; k++ {
-		b.WriteString(strconv.FormatInt(id, 36))
-		b.WriteByte(':')
-		b.WriteString(strconv.Itoa(k))
-		b.WriteByte(' ')
-	}
-	return b.String()[:n]
-}
-
-// blockKeys are the engine's prefix-cache keys of the row's full prompt blocks: a hash chain
-// over (Mooncake id, sub-block index), so that two prompts share exactly the full engine blocks
-// inside the Mooncake blocks they share. The engine model's stand-in for vLLM's block hashes.
-func blockKeys(r *Row, i int, blockSize int) []uint64 {
-	n := r.InputTokens / blockSize
-	keys := make([]uint64, n)
-	var buf [24]byte
-	var h uint64
-	for b := range n {
-		tok := b * blockSize
-		id := int64(-i) // no prefix data: unique to the row
-		if r.HashIDs != nil {
-			id = r.HashIDs[tok/MooncakeBlockTokens]
-		}
-		// A block that straddles two Mooncake blocks depends on both; with block sizes that
-		// divide 512 it never does.
-		binary.LittleEndian.PutUint64(buf[0:], h)
-		binary.LittleEndian.PutUint64(buf[8:], uint64(id))
-		binary.LittleEndian.PutUint64(buf[16:], uint64(tok%MooncakeBlockTokens))
-		h = xxhash.Sum64(buf[:])
-		keys[b] = h
-	}
-	return keys
-}
-
-// idealHit returns the prompt tokens of r one infinite cache would hold: its leading Mooncake
-// blocks already seen, in whole engine blocks and never the last prompt token (as the engine
-// model), then records r's blocks.
-func idealHit(seen map[uint64]bool, r *Row, blockSize int) int {
-	if r.HashIDs == nil {
-		return 0
-	}
-	var h uint64
-	var buf [16]byte
-	matched, still := 0, true
-	for k, id := range r.HashIDs {
-		binary.LittleEndian.PutUint64(buf[0:], h)
-		binary.LittleEndian.PutUint64(buf[8:], uint64(id))
-		h = xxhash.Sum64(buf[:])
-		if still && seen[h] {
-			matched = min(r.InputTokens, (k+1)*MooncakeBlockTokens)
-		} else {
-			still = false
-		}
-		seen[h] = true
-	}
-	return min(matched, (r.InputTokens-1)/blockSize*blockSize)
-}
-
-func percentiles(v []float64) Percentiles {
-	if len(v) == 0 {
-		return Percentiles{}
-	}
-	sort.Float64s(v)
-	at := func(q float64) float64 { return v[min(len(v)-1, int(q*float64(len(v))))] }
-	return Percentiles{P50: at(0.50), P90: at(0.90), P99: at(0.99)}
-}
-
-func cv(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	mean := 0.0
-	for _, x := range v {
-		mean += x
-	}
-	mean /= float64(len(v))
-	if mean == 0 {
-		return 0
-	}
-	ss := 0.0
-	for _, x := range v {
-		ss += (x - mean) * (x - mean)
-	}
-	return math.Sqrt(ss/float64(len(v))) / mean
 }
 
 // WriteTable writes results as an aligned text table (Markdown when markdown is true).

@@ -125,47 +125,6 @@ func TestMooncakeTraceHead(t *testing.T) {
 	require.LessOrEqual(t, res.HitRatio, res.IdealHitRatio+1e-9)
 }
 
-func TestBlockText(t *testing.T) {
-	require.Len(t, blockText(42, 2048), 2048)
-	require.NotEqual(t, blockText(1, 64), blockText(2, 64))
-	require.Equal(t, blockText(5, 100), blockText(5, 100))
-}
-
-// The engine model's block accounting: a small cache forces evictions; once every request has
-// finished no block is referenced and the prefix cache never holds more than the cache's blocks.
-func TestEngineAccounting(t *testing.T) {
-	f, err := os.Open("../../../shared/data/traces/mooncake_conversation_trace.jsonl")
-	if err != nil {
-		t.Skipf("shared trace not available: %v", err)
-	}
-	defer f.Close()
-	rows, err := ReadTrace(f, FormatMooncake, 200)
-	require.NoError(t, err)
-	timing := newTestTiming(t)
-	e := newEngine(timing, 16, 9000, 8, 8192)
-	now := time.Unix(0, 0)
-	for i := range rows {
-		if e.fits(&rows[i]) {
-			e.waiting = append(e.waiting, &job{row: &rows[i], keys: blockKeys(&rows[i], i, 16), arrival: now})
-		}
-	}
-	finished, hits := 0, 0
-	for e.schedule(now) {
-		require.LessOrEqual(t, e.inUse+e.idle.Len(), e.numBlocks)
-		require.LessOrEqual(t, len(e.running), 8)
-		now = e.stepEnd
-		for _, j := range e.complete(func(*job, time.Time) {}) {
-			finished++
-			hits += j.hitTokens
-		}
-	}
-	require.Equal(t, 0, e.inUse, "every block released")
-	require.Empty(t, e.waiting)
-	require.Greater(t, finished, 150)
-	require.Greater(t, hits, 0)
-	require.Equal(t, len(e.cached), e.idle.Len(), "every cached block is idle at the end")
-}
-
 func TestWriteSVG(t *testing.T) {
 	var b strings.Builder
 	require.NoError(t, WriteSVG(&b, "a <title>", []*Result{{Policy: "x&y", HitRatio: 0.1, IdealHitRatio: 0.3, TTFT: Percentiles{P50: 1, P90: 2, P99: 4}}, {Policy: "z"}}))
@@ -198,4 +157,94 @@ func TestSynthesizeRoundTrip(t *testing.T) {
 	}
 	_, err = Synthesize(SynthOptions{Tenants: 1, PrefixTokens: 1, QuestionTokens: 1, OutputTokens: 1, Requests: 1})
 	require.ErrorContains(t, err, "rate must be positive")
+}
+
+// Prompts are built as ../shared/data/README.md says: one deterministic 512-token block per hash
+// id, the last cut to fit, so two rows share exactly the tokens of the ids they share.
+func TestRequestTokens(t *testing.T) {
+	a := Row{InputTokens: 1100, OutputTokens: 10, HashIDs: []int64{0, 1, 2}}
+	b := Row{InputTokens: 1200, OutputTokens: 5, HashIDs: []int64{0, 1, 3}}
+	ta, tb := requestTokens(&a, 0), requestTokens(&b, 1)
+	require.Len(t, ta, 1110)
+	require.Len(t, tb, 1205)
+	require.Equal(t, ta[:1024], tb[:1024])
+	require.NotEqual(t, ta[1024:1030], tb[1024:1030])
+	require.NotEqual(t, ta[1100:1105], tb[1200:1205], "answers are unique to their row")
+	require.Equal(t, ta, requestTokens(&a, 0), "deterministic")
+
+	// A partial block is the head of the full block of the same id.
+	short := Row{InputTokens: 100, OutputTokens: 1, HashIDs: []int64{9}}
+	long := Row{InputTokens: 600, OutputTokens: 1, HashIDs: []int64{9, 10}}
+	require.Equal(t, requestTokens(&short, 0)[:100], requestTokens(&long, 1)[:100])
+
+	// Rows without hash ids are unique.
+	u1, u2 := Row{InputTokens: 40, OutputTokens: 1}, Row{InputTokens: 40, OutputTokens: 1}
+	require.NotEqual(t, requestTokens(&u1, 0)[:40], requestTokens(&u2, 1)[:40])
+	for _, tok := range ta {
+		require.True(t, tok >= 0 && tok < tokenSpace)
+	}
+
+	parts := promptParts(ta[:1100])
+	require.Len(t, parts, 3)
+	require.Len(t, parts[0], 4*512)
+	require.Len(t, parts[2], 4*76)
+	require.Equal(t, parts[:2], promptParts(tb[:1200])[:2])
+}
+
+// A conversation's next turn holds the previous prompt and answer, token for token; so does an
+// agent loop's next step.
+func TestSynthesizeSessions(t *testing.T) {
+	rows, err := Synthesize(SynthOptions{Tenants: 4, PrefixTokens: 700, QuestionTokens: 300, OutputTokens: 90,
+		Requests: 300, Rate: 20, Turns: 3, AgentFraction: 0.5, AgentSteps: 3, ToolTokens: 200, AgentOutputTokens: 30, Seed: 3})
+	require.NoError(t, err)
+	require.Len(t, rows, 300)
+	last := map[string][]int{}
+	follows, agents := 0, 0
+	for i := range rows {
+		r := &rows[i]
+		require.NotEmpty(t, r.Session)
+		if i > 0 {
+			require.GreaterOrEqual(t, r.Arrival, rows[i-1].Arrival)
+		}
+		toks := requestTokens(r, i)
+		if prev, ok := last[r.Session]; ok {
+			require.Greater(t, r.InputTokens, len(prev))
+			require.Equal(t, prev, toks[:len(prev)], "row %d continues its session", i)
+			follows++
+		} else {
+			require.Equal(t, 1024+300, r.InputTokens, "a session starts with the system prompt and a question")
+		}
+		if r.OutputTokens == 30 {
+			agents++
+		}
+		last[r.Session] = toks
+	}
+	require.Greater(t, follows, 100)
+	require.Greater(t, agents, 50)
+
+	// Every row's prompt starts with its tenant's two system-prompt blocks.
+	for _, r := range rows {
+		require.Less(t, r.HashIDs[1], int64(8))
+		require.Equal(t, r.HashIDs[0]+1, r.HashIDs[1])
+	}
+	var b strings.Builder
+	require.NoError(t, WriteMooncake(&b, rows))
+	back, err := ReadTrace(strings.NewReader(b.String()), FormatMooncake, 0)
+	require.NoError(t, err)
+	for i := range rows {
+		require.Equal(t, rows[i].OutputHashIDs, back[i].OutputHashIDs)
+		require.Equal(t, rows[i].Session, back[i].Session)
+	}
+}
+
+// The ideal cache counts partial blocks by the tokens computed, in whole engine blocks, never the
+// last prompt token.
+func TestIdealCache(t *testing.T) {
+	c := newIdealCache(16)
+	require.Zero(t, c.hit(&Row{InputTokens: 700, HashIDs: []int64{1, 2}, OutputTokens: 100, OutputHashIDs: []int64{}}))
+	// 512 + 188 prompt + 100 answer tokens of block 2 were computed: 800 tokens.
+	require.Equal(t, 800, c.hit(&Row{InputTokens: 900, HashIDs: []int64{1, 2}}))
+	require.Equal(t, 512, c.hit(&Row{InputTokens: 1100, HashIDs: []int64{1, 3, 4}}))
+	require.Equal(t, 96, c.hit(&Row{InputTokens: 100, HashIDs: []int64{1}}), "at most input-1, rounded down to blocks")
+	require.Zero(t, c.hit(&Row{InputTokens: 100}))
 }

@@ -27,6 +27,15 @@ type Row struct {
 	// share exactly the leading blocks their id lists share. Nil for traces without prefix data
 	// (Azure): every prompt is then unique.
 	HashIDs []int64
+	// OutputHashIDs (an extension of the Mooncake format, "output_hash_ids", written by
+	// Synthesize) continue HashIDs past the prompt: the answer is the content that follows the
+	// prompt in the same block stream (a partial last prompt block continues first), so a later
+	// turn whose prompt holds this answer shares it block for block, as a conversation's history
+	// does. Nil: the answer is unique to the request.
+	OutputHashIDs []int64
+	// Session is the conversation or agent-loop id (extension "session_id"), "" when unknown;
+	// replay passes it to the scheduler as the X-Strata-Session hint.
+	Session string
 }
 
 // Formats of ReadTrace.
@@ -49,6 +58,9 @@ func ReadTrace(r io.Reader, format string, limit int) ([]Row, error) {
 
 // readMooncake reads JSON lines {"timestamp": ms, "input_length", "output_length", "hash_ids"}
 // (Mooncake FAST25-release/traces/*.jsonl). len(hash_ids) must be ceil(input_length / 512).
+// Strata's extensions "output_hash_ids" and "session_id" (see Row) are optional; when
+// output_hash_ids is present, hash_ids and output_hash_ids together must count
+// ceil((input_length + output_length) / 512) ids.
 func readMooncake(r io.Reader, limit int) ([]Row, error) {
 	var rows []Row
 	sc := bufio.NewScanner(r)
@@ -63,6 +75,8 @@ func readMooncake(r io.Reader, limit int) ([]Row, error) {
 			InputLength  *int     `json:"input_length"`
 			OutputLength *int     `json:"output_length"`
 			HashIDs      []int64  `json:"hash_ids"`
+			OutputIDs    []int64  `json:"output_hash_ids"`
+			Session      string   `json:"session_id"`
 		}
 		if err := json.Unmarshal(b, &v); err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
@@ -75,9 +89,13 @@ func readMooncake(r io.Reader, limit int) ([]Row, error) {
 		case len(v.HashIDs) != (*v.InputLength+MooncakeBlockTokens-1)/MooncakeBlockTokens:
 			return nil, fmt.Errorf("line %d: %d hash_ids for input_length %d, want ceil(input_length/%d)",
 				line, len(v.HashIDs), *v.InputLength, MooncakeBlockTokens)
+		case len(v.OutputIDs) > 0 && len(v.HashIDs)+len(v.OutputIDs) != (*v.InputLength+*v.OutputLength+MooncakeBlockTokens-1)/MooncakeBlockTokens:
+			return nil, fmt.Errorf("line %d: %d hash_ids and %d output_hash_ids for %d tokens, want ceil((input_length+output_length)/%d) in all",
+				line, len(v.HashIDs), len(v.OutputIDs), *v.InputLength+*v.OutputLength, MooncakeBlockTokens)
 		}
 		rows = append(rows, Row{Arrival: time.Duration(*v.Timestamp * float64(time.Millisecond)),
-			InputTokens: *v.InputLength, OutputTokens: *v.OutputLength, HashIDs: v.HashIDs})
+			InputTokens: *v.InputLength, OutputTokens: *v.OutputLength, HashIDs: v.HashIDs, OutputHashIDs: v.OutputIDs,
+			Session: v.Session})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package router
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -19,11 +20,15 @@ type endpoint struct {
 	name   string
 	base   *url.URL
 	served string // value of openai.HeaderEndpointServed: "name" or "name;gpu=TYPE"
+	role   string // config engines[].role: scheduling.RolePrefill, RoleDecode, RoleBoth or ""
+	// configured: the models come from the config, so /v1/models is not polled.
+	configured bool
 
 	mu            sync.Mutex
 	healthy       bool
 	models        []string          // nil while to be discovered; replaced, never mutated
 	modelObjs     []json.RawMessage // one per model: the engine's own object, or ours
+	adapters      []string          // LoRA adapters: /v1/models entries with a parent; replaced, never mutated
 	metrics       scheduling.Metrics
 	scrapedAt     time.Time // zero: never scraped
 	scrapeFailing bool      // for logging transitions only
@@ -41,7 +46,12 @@ func newEndpoint(e config.Engine, created int64) (*endpoint, error) {
 	if name == "" {
 		name = u.Host
 	}
-	ep := &endpoint{name: name, base: u, served: name}
+	ep := &endpoint{name: name, base: u, served: name, role: e.Role, configured: len(e.Models) > 0}
+	switch e.Role {
+	case "", scheduling.RolePrefill, scheduling.RoleDecode, scheduling.RoleBoth:
+	default:
+		return nil, fmt.Errorf("engine %q: role %q is not prefill, decode or both", name, e.Role)
+	}
 	if e.GPU != "" {
 		ep.served = name + ";gpu=" + e.GPU
 	}
@@ -50,7 +60,7 @@ func newEndpoint(e config.Engine, created int64) (*endpoint, error) {
 		for i, m := range e.Models {
 			objs[i], _ = json.Marshal(openai.Model{ID: m, Object: "model", Created: created, OwnedBy: "strata"})
 		}
-		ep.setModels(append([]string(nil), e.Models...), objs)
+		ep.setModels(append([]string(nil), e.Models...), objs, nil)
 	}
 	return ep, nil
 }
@@ -58,10 +68,25 @@ func newEndpoint(e config.Engine, created int64) (*endpoint, error) {
 // url returns the endpoint's URL for path (which starts with "/").
 func (e *endpoint) url(path string) string { return e.base.String() + path }
 
-func (e *endpoint) setModels(ids []string, objs []json.RawMessage) {
+// setModels records the endpoint's models (their objects, one per id) and the LoRA adapters among
+// them. The slices are owned by the endpoint from then on.
+func (e *endpoint) setModels(ids []string, objs []json.RawMessage, adapters []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.models, e.modelObjs = ids, objs
+	e.models, e.modelObjs, e.adapters = ids, objs, adapters
+}
+
+// hostPort is the endpoint's host:port, as llm-d's x-prefiller-host-port header carries it (the
+// scheme's default port when the URL has none).
+func (e *endpoint) hostPort() string {
+	if e.base.Port() != "" {
+		return e.base.Host
+	}
+	port := "80"
+	if e.base.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(e.base.Hostname(), port)
 }
 
 func (e *endpoint) modelsKnown() bool {
@@ -130,5 +155,7 @@ func (e *endpoint) snapshot(now time.Time, staleAfter time.Duration, out *schedu
 		Stale:          e.scrapedAt.IsZero() || now.Sub(e.scrapedAt) > staleAfter,
 		InFlight:       e.inFlight,
 		InFlightTokens: e.inFlightToks,
+		Role:           e.role,
+		Adapters:       e.adapters,
 	}
 }

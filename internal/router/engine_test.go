@@ -60,7 +60,10 @@ func (e *fakeEngine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	case "/v1/models":
 		var data []map[string]any
-		for _, m := range e.models {
+		e.mu.Lock()
+		models := e.models
+		e.mu.Unlock()
+		for _, m := range models {
 			data = append(data, map[string]any{"id": m, "object": "model", "created": 1, "owned_by": "vllm", "root": m, "max_model_len": 8192})
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": data})

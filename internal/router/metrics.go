@@ -11,7 +11,34 @@ type routerMetrics struct {
 	requests     *prometheus.CounterVec // strata_router_requests_total{model,endpoint,code}
 	pickDuration prometheus.Histogram   // strata_router_pick_duration_seconds
 	retries      prometheus.Counter     // strata_router_retries_total
+
+	// decisions counts scheduling decisions by profile ("default", or the P/D profile names)
+	// and reason (see the reason* constants).
+	decisions *prometheus.CounterVec // strata_router_decisions_total{profile,reason}
+
+	// Prefix-hit estimate against the engine's reported cached_tokens, counted only for answers
+	// that report cached_tokens, so the three sums compare.
+	prefixEstimated *prometheus.CounterVec // strata_router_prefix_estimated_tokens_total{endpoint}
+	prefixCached    *prometheus.CounterVec // strata_router_prefix_cached_tokens_total{endpoint}
+	prefixPrompt    *prometheus.CounterVec // strata_router_prefix_prompt_tokens_total{endpoint}
+	prefixError     prometheus.Histogram   // strata_router_prefix_estimate_error_ratio
+
+	flowQueueLength *prometheus.GaugeVec   // strata_router_flow_queue_length{priority}
+	flowWait        prometheus.Histogram   // strata_router_flow_queue_wait_seconds
+	flowRejected    *prometheus.CounterVec // strata_router_flow_rejected_total{reason}
 }
+
+// Reasons of strata_router_decisions_total.
+const (
+	reasonFirst         = "first"          // the request's first decision, without waiting
+	reasonQueued        = "queued"         // dispatched from the flow-control queue
+	reasonRetry         = "retry"          // another endpoint after a failure before the first byte
+	reasonNoEndpoint    = "no_endpoint"    // the filters left no candidate (404 / 503)
+	reasonSaturated     = "saturated"      // every candidate saturated (queued or shed)
+	reasonDecodeOnly    = "decode_only"    // P/D: uncached prompt below the threshold
+	reasonDisaggregated = "disaggregated"  // P/D: a prefill endpoint was picked too
+	reasonPrefillFailed = "prefill_failed" // P/D: the prefill leg failed; decoded with a local prefill
+)
 
 func newRouterMetrics(reg prometheus.Registerer, r *Router) (*routerMetrics, error) {
 	m := &routerMetrics{
@@ -26,13 +53,48 @@ func newRouterMetrics(reg prometheus.Registerer, r *Router) (*routerMetrics, err
 		}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strata_router_retries_total",
-			Help: "Requests sent again to another endpoint because the chosen one refused the connection.",
+			Help: "Requests sent again to another endpoint because the chosen one failed before the first response byte (connection refused or reset, 502/503).",
 		}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_router_decisions_total",
+			Help: "Scheduling decisions by profile and reason (first, queued, retry, no_endpoint, saturated, decode_only, disaggregated, prefill_failed).",
+		}, []string{"profile", "reason"}),
+		prefixEstimated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_router_prefix_estimated_tokens_total",
+			Help: "Prompt tokens the router's prefix scorer expected cached on the chosen endpoint (estimated fraction x the engine's prompt_tokens), for answers reporting cached_tokens.",
+		}, []string{"endpoint"}),
+		prefixCached: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_router_prefix_cached_tokens_total",
+			Help: "Prompt tokens the engine reported cached (usage.prompt_tokens_details.cached_tokens).",
+		}, []string{"endpoint"}),
+		prefixPrompt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_router_prefix_prompt_tokens_total",
+			Help: "Prompt tokens (usage.prompt_tokens) of the answers reporting cached_tokens.",
+		}, []string{"endpoint"}),
+		prefixError: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "strata_router_prefix_estimate_error_ratio",
+			Help:    "(estimated - reported cached prompt tokens) / prompt tokens, per answer reporting cached_tokens: negative when the router underestimates the engine's prefix cache.",
+			Buckets: prometheus.LinearBuckets(-0.875, 0.25, 8),
+		}),
+		flowQueueLength: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "strata_router_flow_queue_length",
+			Help: "Requests waiting in the router's flow-control queue, by priority.",
+		}, []string{"priority"}),
+		flowWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "strata_router_flow_queue_wait_seconds",
+			Help:    "Time dispatched requests waited in the flow-control queue.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1ms .. 262s
+		}),
+		flowRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_router_flow_rejected_total",
+			Help: "Requests refused by flow control, by reason: sheddable_saturated and queue_full (429), ttl_expired (503).",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.pickDuration, m.retries, &endpointCollector{r: r}} {
+	for _, c := range []prometheus.Collector{m.requests, m.pickDuration, m.retries, m.decisions, m.prefixEstimated,
+		m.prefixCached, m.prefixPrompt, m.prefixError, m.flowQueueLength, m.flowWait, m.flowRejected, &endpointCollector{r: r}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

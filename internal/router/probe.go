@@ -53,7 +53,9 @@ func (r *Router) checkHealth(ctx context.Context, ep *endpoint) {
 	if ctx.Err() != nil {
 		return // shutting down: not the endpoint's fault
 	}
-	if err == nil && !ep.modelsKnown() {
+	// Discovered model lists are refreshed every round: LoRA adapters come and go
+	// (/v1/load_lora_adapter), and the scheduler reads them from Endpoint.Adapters.
+	if err == nil && (!ep.configured || !ep.modelsKnown()) {
 		r.discover(ctx, ep)
 	}
 	if ep.setHealthy(err == nil) {
@@ -70,11 +72,13 @@ func (r *Router) checkHealth(ctx context.Context, ep *endpoint) {
 func (r *Router) discover(ctx context.Context, ep *endpoint) {
 	b, err := r.fetch(ctx, ep, "/v1/models", maxModelsBytes)
 	if err == nil {
-		var ids []string
-		var objs []json.RawMessage
-		if ids, objs, err = parseModelList(b); err == nil {
-			ep.setModels(ids, objs)
-			r.log.Info("endpoint models discovered", "endpoint", ep.name, "models", ids)
+		var ml modelList
+		if ml, err = parseModelList(b); err == nil {
+			known := ep.modelsKnown()
+			ep.setModels(ml.ids, ml.objs, ml.adapters)
+			if !known {
+				r.log.Info("endpoint models discovered", "endpoint", ep.name, "models", ml.ids)
+			}
 			return
 		}
 	}
@@ -85,21 +89,30 @@ func (r *Router) discover(ctx context.Context, ep *endpoint) {
 
 var errNoModels = errors.New("model list is empty")
 
-// parseModelList returns the ids and objects of {"object":"list","data":[{"id":...},...]}; entries
-// without an id are skipped, duplicates kept once.
-func parseModelList(b []byte) ([]string, []json.RawMessage, error) {
+// modelList is a parsed GET /v1/models answer.
+type modelList struct {
+	ids      []string
+	objs     []json.RawMessage // compacted, one per id
+	adapters []string          // ids of the entries with a parent: LoRA adapters
+}
+
+// parseModelList reads {"object":"list","data":[{"id":...},...]}; entries without an id are
+// skipped, duplicates kept once. vLLM lists each loaded LoRA adapter as an entry whose parent is
+// the base model (vllm/entrypoints/openai/serving_models.py, show_available_models); base models
+// have "parent": null.
+func parseModelList(b []byte) (modelList, error) {
 	var list struct {
 		Data []json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(b, &list); err != nil {
-		return nil, nil, err
+		return modelList{}, err
 	}
-	var ids []string
-	var objs []json.RawMessage
+	var ml modelList
 	seen := map[string]bool{}
 	for _, raw := range list.Data {
 		var m struct {
-			ID string `json:"id"`
+			ID     string  `json:"id"`
+			Parent *string `json:"parent"`
 		}
 		if json.Unmarshal(raw, &m) != nil || m.ID == "" || seen[m.ID] {
 			continue
@@ -109,13 +122,16 @@ func parseModelList(b []byte) ([]string, []json.RawMessage, error) {
 		if json.Compact(&compact, raw) != nil {
 			continue
 		}
-		ids = append(ids, m.ID)
-		objs = append(objs, compact.Bytes())
+		ml.ids = append(ml.ids, m.ID)
+		ml.objs = append(ml.objs, compact.Bytes())
+		if m.Parent != nil && *m.Parent != "" {
+			ml.adapters = append(ml.adapters, m.ID)
+		}
 	}
-	if len(ids) == 0 {
-		return nil, nil, errNoModels
+	if len(ml.ids) == 0 {
+		return modelList{}, errNoModels
 	}
-	return ids, objs, nil
+	return ml, nil
 }
 
 // scrape reads ep's /metrics once. A failure keeps the previous metrics, which turn stale after
@@ -131,6 +147,7 @@ func (r *Router) scrape(ctx context.Context, ep *endpoint) {
 			if ep.setMetrics(m, r.clk.Now()) {
 				r.log.Info("endpoint metrics scrape recovered", "endpoint", ep.name)
 			}
+			r.flow.dispatch() // the endpoint may no longer be saturated
 			return
 		}
 		err = perr

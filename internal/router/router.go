@@ -29,7 +29,6 @@ import (
 
 	"github.com/strata-inference/strata/internal/config"
 	"github.com/strata-inference/strata/internal/openai"
-	"github.com/strata-inference/strata/internal/router/plugins"
 	"github.com/strata-inference/strata/internal/router/scheduling"
 )
 
@@ -43,7 +42,8 @@ type Router struct {
 	metrics   *routerMetrics
 
 	endpoints []*endpoint // config order; fixed after New
-	sched     *scheduling.Scheduler
+	profiles  *profileSet
+	flow      *flowQueue
 
 	// pickMu serialises decisions so each one sees the in-flight counts and prefix blocks of the
 	// previous one: a burst of requests sharing a prefix then lands on one replica and a burst of
@@ -100,10 +100,14 @@ func newRouter(cfg config.Router, engines []config.Engine, transport http.RoundT
 		names[ep.name] = true
 		r.endpoints = append(r.endpoints, ep)
 	}
-	if r.sched, err = plugins.Build(cfg, src); err != nil {
+	if r.profiles, err = buildProfiles(cfg, src, scheduling.WithLogger(log)); err != nil {
 		return nil, fmt.Errorf("router.scheduler: %w", err)
 	}
-	log.Debug("scheduler profile", "profile", r.sched.String())
+	log.Debug("scheduler profile", "profile", r.profiles.main.name, "plugins", r.profiles.main.sched.String())
+	if pf := r.profiles.prefill; pf != nil {
+		log.Debug("scheduler profile", "profile", pf.name, "plugins", pf.sched.String(), "pd_threshold", r.profiles.threshold)
+	}
+	r.flow = newFlowQueue(r, cfg.FlowControl)
 	if r.metrics, err = newRouterMetrics(reg, r); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
@@ -150,6 +154,22 @@ func withDefaults(cfg config.Router) (config.Router, error) {
 		if w != nil && !(*w >= 0) {
 			return cfg, fmt.Errorf("weights.%s: must not be negative, got %g", name, *w)
 		}
+	}
+	fc, dfc := &cfg.FlowControl, def.FlowControl
+	if fc.QueueCapacity == 0 {
+		fc.QueueCapacity = dfc.QueueCapacity
+	}
+	if fc.TTL == 0 {
+		fc.TTL = dfc.TTL
+	}
+	if fc.Saturation.QueueDepthThreshold == 0 {
+		fc.Saturation.QueueDepthThreshold = dfc.Saturation.QueueDepthThreshold
+	}
+	if fc.Saturation.KVCacheUtilThreshold == 0 {
+		fc.Saturation.KVCacheUtilThreshold = dfc.Saturation.KVCacheUtilThreshold
+	}
+	if err := validateFlowControl(fc); err != nil {
+		return cfg, fmt.Errorf("flow_control.%w", err)
 	}
 	return cfg, nil
 }
@@ -227,10 +247,30 @@ func (r *Router) serveModels(w http.ResponseWriter) {
 	_, _ = w.Write(body)
 }
 
-// serveInference reads and parses the request, picks an endpoint, sends the body unchanged, and
-// relays the answer. A refused connection (nothing was sent) marks the endpoint unhealthy and
-// tries the next best one, up to MaxAttempts endpoints; when all refuse the answer is 503. Any
-// other transport error is a detail-free 502, logged once here.
+// call is one inference request on its way through the router.
+type call struct {
+	body   []byte
+	ir     *openai.InferenceRequest
+	sreq   *scheduling.Request
+	model  string                     // metric label: ir.Model when some endpoint serves it, else ""
+	fields map[string]json.RawMessage // the body's top-level fields, decoded only for P/D legs
+}
+
+// decision is where a request goes: ep, and for a disaggregated request also the prefill
+// endpoint. Both count the request in flight from the decision until their leg ends.
+type decision struct {
+	ep      *endpoint
+	prefill *endpoint // nil: no prefill leg (or it is over)
+	tokens  int       // the estimated prompt tokens counted in flight
+	hit     float64   // estimated cached fraction of the prompt on ep, for the prefix metrics
+}
+
+// serveInference reads and parses the request, passes flow control (which may queue it or
+// refuse it), then sends it to the chosen endpoint and relays the answer. A failure before the
+// first response byte (connection refused or reset, or a 502/503 answer) is retried on another
+// endpoint, up to MaxAttempts endpoints in all, never after a byte was relayed; a refused
+// connection also marks the endpoint unhealthy. When every attempt fails the client gets the last
+// engine answer, or 503 (connections refused) or a detail-free 502, logged once here.
 func (r *Router) serveInference(w http.ResponseWriter, req *http.Request) {
 	body, err := io.ReadAll(req.Body)
 	if err != nil {
@@ -242,73 +282,206 @@ func (r *Router) serveInference(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, "", "", err)
 		return
 	}
-	model := r.modelLabel(ir.Model)
-	sreq := &scheduling.Request{Model: ir.Model, PromptParts: promptParts(ir), Session: req.Header.Get(openai.HeaderSession)}
-	sreq.PromptTokens = estimateTokens(sreq.PromptParts)
-	for attempt := 1; ; attempt++ {
-		ep, err := r.pick(sreq)
-		if err != nil {
-			if errors.Is(err, scheduling.ErrModelNotServed) {
-				r.fail(w, model, "", openai.ModelNotFound(ir.Model))
-			} else {
-				r.fail(w, model, "", openai.ErrNoCapacity)
-			}
-			return
-		}
-		resp, err := r.send(req, ep, body)
-		if err == nil {
-			r.relay(w, req, resp, ep, model, sreq.PromptTokens)
-			return
-		}
-		ep.end(sreq.PromptTokens)
-		switch {
-		case req.Context().Err() != nil:
-			r.fail(w, model, ep.name, req.Context().Err())
-			return
-		case isDialError(err):
-			if ep.setHealthy(false) {
-				r.log.Warn("endpoint unhealthy: connection failed", "endpoint", ep.name, "err", err)
-			}
-			sreq.Exclude = append(sreq.Exclude, ep.name)
-			if attempt >= r.cfg.MaxAttempts {
-				r.fail(w, model, "", openai.ErrNoCapacity)
-				return
-			}
-			r.metrics.retries.Inc()
-		default:
-			r.log.Warn("upstream request failed", "endpoint", ep.name, "path", req.URL.Path, "err", err)
-			r.fail(w, model, ep.name, openai.ErrUpstream)
+	c := &call{body: body, ir: ir}
+	c.sreq, c.model = r.schedRequest(ir, req.Header)
+	if r.profiles.prefill != nil && req.URL.Path != openai.PathEmbeddings {
+		if err := json.Unmarshal(body, &c.fields); err != nil {
+			r.fail(w, c.model, "", openai.InvalidRequest("", openai.CodeInvalidJSON, "The body is not a JSON object."))
 			return
 		}
 	}
+	d, err := r.flow.admit(req.Context(), c)
+	if err != nil {
+		switch {
+		case errors.Is(err, scheduling.ErrModelNotServed):
+			err = openai.ModelNotFound(ir.Model)
+		case errors.Is(err, scheduling.ErrNoEndpoint):
+			err = openai.ErrNoCapacity
+		}
+		r.fail(w, c.model, "", err)
+		return
+	}
+	r.execute(w, req, c, d)
 }
 
-// pick snapshots every endpoint, runs the scheduler and counts the request in flight on the
-// chosen endpoint, all under pickMu.
-func (r *Router) pick(req *scheduling.Request) (*endpoint, error) {
+// schedRequest is what the scheduler reads of a parsed request and its headers (the objective,
+// fairness id and session hints), with the request's metric label for the model.
+func (r *Router) schedRequest(ir *openai.InferenceRequest, h http.Header) (*scheduling.Request, string) {
+	label, lora := r.modelInfo(ir.Model)
+	sreq := &scheduling.Request{Model: ir.Model, PromptParts: promptParts(ir), Session: h.Get(openai.HeaderSession),
+		Messages: ir.Messages, Objective: h.Get(openai.HeaderObjective), FairnessID: h.Get(openai.HeaderFairnessID)}
+	if len(ir.Messages) == 0 {
+		sreq.Prompt = ir.PromptText()
+	}
+	if lora {
+		sreq.LoRA = ir.Model
+	}
+	sreq.PromptTokens = estimateTokens(sreq.PromptParts)
+	return sreq, label
+}
+
+// execute sends c along d, retrying on another endpoint while nothing was relayed, and relays
+// the answer.
+func (r *Router) execute(w http.ResponseWriter, req *http.Request, c *call, d *decision) {
+	for attempt := 1; ; attempt++ {
+		resp, err := r.runLegs(req, c, d)
+		switch {
+		case err == nil && resp.StatusCode != http.StatusBadGateway && resp.StatusCode != http.StatusServiceUnavailable:
+			r.relay(w, req, resp, c, d)
+			return
+		case req.Context().Err() != nil:
+			if resp != nil {
+				_ = resp.Body.Close()
+			}
+			r.release(d)
+			r.fail(w, c.model, d.ep.name, req.Context().Err())
+			return
+		case err != nil && isDialError(err):
+			if d.ep.setHealthy(false) {
+				r.log.Warn("endpoint unhealthy: connection failed", "endpoint", d.ep.name, "err", err)
+			}
+		case err != nil:
+			r.log.Warn("upstream request failed before the first byte", "endpoint", d.ep.name, "path", req.URL.Path, "attempt", attempt, "err", err)
+		}
+		c.sreq.Exclude = append(c.sreq.Exclude, d.ep.name)
+		var next *decision
+		perr := errors.New("no attempt left")
+		if attempt < r.cfg.MaxAttempts {
+			next, perr = r.decide(c, false, reasonRetry)
+		}
+		if perr != nil {
+			switch {
+			case resp != nil: // the engine's own 502/503 answer, as it is
+				r.relay(w, req, resp, c, d)
+			case isDialError(err):
+				r.release(d)
+				r.fail(w, c.model, "", openai.ErrNoCapacity)
+			default:
+				r.release(d)
+				r.fail(w, c.model, d.ep.name, openai.ErrUpstream)
+			}
+			return
+		}
+		if resp != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			_ = resp.Body.Close()
+		}
+		r.release(d)
+		r.metrics.retries.Inc()
+		d = next
+	}
+}
+
+// decide snapshots every endpoint and picks c's endpoint(s) under pickMu, counting them in
+// flight. Prefill-only endpoints never take a whole request. With checkSaturation, it returns
+// errSaturated instead when every candidate is saturated. With P/D profiles, it also picks a
+// prefill endpoint when the uncached prompt reaches the threshold. Errors wrap
+// scheduling.ErrNoEndpoint otherwise.
+func (r *Router) decide(c *call, checkSaturation bool, reason string) (*decision, error) {
 	start := time.Now() // CPU cost of a decision: wall time even when clk is virtual
 	r.pickMu.Lock()
 	defer r.pickMu.Unlock()
 	now := r.clk.Now()
 	snaps := make([]scheduling.Endpoint, len(r.endpoints))
-	eps := make([]*scheduling.Endpoint, len(r.endpoints))
+	cands := make([]*scheduling.Endpoint, 0, len(r.endpoints))
 	for i, ep := range r.endpoints {
 		ep.snapshot(now, r.cfg.StaleAfter.D(), &snaps[i])
-		eps[i] = &snaps[i]
-	}
-	chosen, err := r.sched.Schedule(req, eps)
-	if err != nil {
-		return nil, err
-	}
-	for i := range snaps {
-		if &snaps[i] == chosen {
-			ep := r.endpoints[i]
-			ep.begin(req.PromptTokens)
-			r.metrics.pickDuration.Observe(time.Since(start).Seconds())
-			return ep, nil
+		if snaps[i].Role != scheduling.RolePrefill {
+			cands = append(cands, &snaps[i])
 		}
 	}
-	return nil, fmt.Errorf("picker returned an endpoint that was not a candidate: %w", scheduling.ErrNoEndpoint)
+	main := &r.profiles.main
+	if checkSaturation && allSaturated(c.sreq, cands, r.cfg.FlowControl.Saturation) {
+		return nil, errSaturated // counted by the flow control, once per request
+	}
+	hits := main.estimateHits(c.sreq, cands)
+	chosen, err := main.sched.Schedule(c.sreq, cands)
+	if err != nil {
+		r.metrics.decisions.WithLabelValues(main.name, reasonNoEndpoint).Inc()
+		return nil, err
+	}
+	i := slices.Index(cands, chosen)
+	if i < 0 {
+		return nil, fmt.Errorf("picker returned an endpoint that was not a candidate: %w", scheduling.ErrNoEndpoint)
+	}
+	d := &decision{ep: r.endpointOf(snaps, chosen), tokens: c.sreq.PromptTokens, hit: hits[i]}
+	d.ep.begin(d.tokens)
+	if pf := r.profiles.prefill; pf != nil && c.fields != nil {
+		uncached := float64(c.sreq.PromptTokens) * (1 - d.hit)
+		if uncached >= float64(r.profiles.threshold) {
+			d.prefill = r.pickPrefill(pf, c, snaps, chosen.Name)
+		}
+		if d.prefill != nil {
+			reason = reasonDisaggregated
+		} else if reason == reasonFirst {
+			reason = reasonDecodeOnly
+		}
+	}
+	r.metrics.decisions.WithLabelValues(main.name, reason).Inc()
+	r.metrics.pickDuration.Observe(time.Since(start).Seconds())
+	return d, nil
+}
+
+// pickPrefill runs the prefill profile over the endpoints that may prefill (role prefill or
+// both), other than the decode endpoint, and counts the chosen one in flight. nil: none.
+func (r *Router) pickPrefill(pf *profile, c *call, snaps []scheduling.Endpoint, decode string) *endpoint {
+	cands := make([]*scheduling.Endpoint, 0, len(snaps))
+	for i := range snaps {
+		if snaps[i].Role != scheduling.RoleDecode && snaps[i].Name != decode {
+			cands = append(cands, &snaps[i])
+		}
+	}
+	// A request of its own: plugins keep per-request state (the prefix hashes) in it.
+	preq := &scheduling.Request{Model: c.sreq.Model, PromptParts: c.sreq.PromptParts, PromptTokens: c.sreq.PromptTokens,
+		Session: c.sreq.Session, Messages: c.sreq.Messages, Prompt: c.sreq.Prompt, TokenIDs: c.sreq.TokenIDs,
+		LoRA: c.sreq.LoRA, Objective: c.sreq.Objective, FairnessID: c.sreq.FairnessID}
+	chosen, err := pf.sched.Schedule(preq, cands)
+	if err != nil {
+		r.metrics.decisions.WithLabelValues(pf.name, reasonNoEndpoint).Inc()
+		return nil
+	}
+	ep := r.endpointOf(snaps, chosen)
+	if ep == nil {
+		return nil
+	}
+	ep.begin(c.sreq.PromptTokens)
+	r.metrics.decisions.WithLabelValues(pf.name, reasonDisaggregated).Inc()
+	return ep
+}
+
+// endpointOf maps a snapshot back to its endpoint.
+func (r *Router) endpointOf(snaps []scheduling.Endpoint, s *scheduling.Endpoint) *endpoint {
+	for i := range snaps {
+		if &snaps[i] == s {
+			return r.endpoints[i]
+		}
+	}
+	return nil
+}
+
+// done ends one leg's in-flight accounting on ep and lets queued requests try the freed room.
+func (r *Router) done(ep *endpoint, tokens int) {
+	ep.end(tokens)
+	r.flow.dispatch()
+}
+
+// release ends every leg of d still in flight.
+func (r *Router) release(d *decision) {
+	if d.prefill != nil {
+		d.prefill.end(d.tokens)
+		d.prefill = nil
+	}
+	r.done(d.ep, d.tokens)
+}
+
+// HandleKVEvents applies engine KV-cache events of the endpoint named endpoint
+// (config engines[].name) to every profile's scheduler, whose KV-event-consuming plugins (the
+// precise prefix-cache scorer) update their index. Safe for concurrent use; events of one
+// endpoint must arrive in the engine's order.
+func (r *Router) HandleKVEvents(endpoint string, events []scheduling.KVEvent) {
+	for _, s := range r.profiles.schedulers() {
+		s.HandleKVEvents(endpoint, events)
+	}
 }
 
 func (r *Router) snapshotOne(ep *endpoint, now time.Time) scheduling.Endpoint {
@@ -317,24 +490,39 @@ func (r *Router) snapshotOne(ep *endpoint, now time.Time) scheduling.Endpoint {
 	return s
 }
 
-// send forwards body unchanged to the endpoint's base URL + the request path (query kept).
-func (r *Router) send(in *http.Request, ep *endpoint, body []byte) (*http.Response, error) {
+// send forwards body to the endpoint's base URL + the request path (query kept), with the
+// request's headers plus extra.
+func (r *Router) send(in *http.Request, ep *endpoint, body []byte, extra http.Header) (*http.Response, error) {
 	out := openai.NewUpstreamRequest(in, bytes.NewReader(body), int64(len(body)))
 	out.URL.Scheme, out.URL.Host = ep.base.Scheme, ep.base.Host
 	out.URL.Path, out.URL.RawPath = ep.base.Path+in.URL.Path, ""
 	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	for k, v := range extra {
+		out.Header[k] = v
+	}
 	return r.transport.RoundTrip(out)
 }
 
 // relay writes the engine's answer (any status: vLLM's own 4xx errors pass through as they are)
-// with the served-endpoint header, then ends the request's in-flight accounting.
-func (r *Router) relay(w http.ResponseWriter, req *http.Request, resp *http.Response, ep *endpoint, model string, tokens int) {
-	defer ep.end(tokens)
+// with the served-endpoint header, then ends the request's in-flight accounting. While relaying
+// it notes the answer's usage (prompt and cached tokens) for the prefix-estimate metrics.
+func (r *Router) relay(w http.ResponseWriter, req *http.Request, resp *http.Response, c *call, d *decision) {
+	defer r.release(d)
+	ep := d.ep
 	resp.Header.Del(openai.HeaderEndpointServed)
 	w.Header().Set(openai.HeaderEndpointServed, ep.served)
-	r.metrics.requests.WithLabelValues(model, ep.name, strconv.Itoa(resp.StatusCode)).Inc()
+	r.metrics.requests.WithLabelValues(c.model, ep.name, strconv.Itoa(resp.StatusCode)).Inc()
+	scan := newUsageScanner(resp.Body)
+	resp.Body = scan
 	if err := openai.Relay(w, resp); err != nil && req.Context().Err() == nil {
 		r.log.Warn("relaying the answer was cut short", "endpoint", ep.name, "path", req.URL.Path, "err", err)
+	}
+	if prompt, cached, ok := scan.result(); ok && resp.StatusCode == http.StatusOK && prompt > 0 {
+		est := d.hit * float64(prompt)
+		r.metrics.prefixEstimated.WithLabelValues(ep.name).Add(est)
+		r.metrics.prefixCached.WithLabelValues(ep.name).Add(float64(cached))
+		r.metrics.prefixPrompt.WithLabelValues(ep.name).Add(float64(prompt))
+		r.metrics.prefixError.Observe((est - float64(cached)) / float64(prompt))
 	}
 }
 
@@ -345,17 +533,20 @@ func (r *Router) fail(w http.ResponseWriter, model, endpoint string, err error) 
 	openai.WriteError(w, e)
 }
 
-// modelLabel is model when some endpoint lists it, else "": a client cannot grow the label set.
-func (r *Router) modelLabel(model string) string {
+// modelInfo returns model as a metric label when some endpoint lists it, else "" (a client
+// cannot grow the label set), and whether some endpoint lists it as a LoRA adapter.
+func (r *Router) modelInfo(model string) (label string, lora bool) {
 	for _, ep := range r.endpoints {
 		ep.mu.Lock()
 		known := slices.Contains(ep.models, model)
+		adapter := slices.Contains(ep.adapters, model)
 		ep.mu.Unlock()
-		if known {
-			return model
+		if known || adapter {
+			label = model
 		}
+		lora = lora || adapter
 	}
-	return ""
+	return label, lora
 }
 
 // isDialError reports whether err happened while connecting, so the request was never sent and

@@ -330,7 +330,7 @@ func closedAddr(t *testing.T) string {
 func (tr *testRouter) markUp(name string, waiting int) {
 	ep := tr.ep(name)
 	if !ep.modelsKnown() {
-		ep.setModels([]string{"m"}, []json.RawMessage{json.RawMessage(`{"id":"m"}`)})
+		ep.setModels([]string{"m"}, []json.RawMessage{json.RawMessage(`{"id":"m"}`)}, nil)
 	}
 	ep.setHealthy(true)
 	ep.setMetrics(scheduling.Metrics{Waiting: waiting}, tr.clk.Now())
@@ -383,27 +383,37 @@ func TestConnectionRefusedEverywhere(t *testing.T) {
 	}
 }
 
-// A failure after the connection was made is not retried (the engine may have started work): it
-// is a 502 with no detail.
+// A connection reset before the first response byte is retried on another endpoint; when every
+// endpoint resets, the client gets a detail-free 502 and no endpoint is marked down.
 func TestUpstreamFailure(t *testing.T) {
-	a := newFakeEngine(t, "a", "m")
-	b := newFakeEngine(t, "b", "m")
-	a.handler = func(w http.ResponseWriter, r *http.Request) {
+	reset := func(w http.ResponseWriter, r *http.Request) {
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err == nil {
 			_ = conn.Close()
 		}
 	}
+	a := newFakeEngine(t, "a", "m")
+	b := newFakeEngine(t, "b", "m")
+	a.handler = reset
 	tr := newTestRouter(t, testConfig(), engineConfigs(a, b))
 	tr.markUp("a", 0)
 	tr.markUp("b", 5)
 	w := tr.post(openai.PathChatCompletions, chatBody("m", "hello"))
+	require.Equal(t, http.StatusOK, w.Code, "retried on b")
+	require.Equal(t, "b", w.Header().Get(openai.HeaderEndpointServed))
+	require.Equal(t, 1, b.received())
+	require.Equal(t, 1.0, testutil.ToFloat64(tr.metrics.retries))
+	require.True(t, tr.ep("a").isHealthy(), "only dial failures mark an endpoint down")
+
+	b.handler = reset
+	w = tr.post(openai.PathChatCompletions, chatBody("m", "hello again"))
 	require.Equal(t, http.StatusBadGateway, w.Code)
 	e := errorOf(t, w.Body.Bytes())
 	require.Equal(t, openai.ErrUpstream.Message, e.Message, "no internal detail")
 	require.NotContains(t, w.Body.String(), "127.0.0.1")
-	require.Zero(t, b.received())
-	require.True(t, tr.ep("a").isHealthy(), "only dial failures mark an endpoint down")
+	for _, name := range []string{"a", "b"} {
+		require.Zero(t, tr.snapshotOne(tr.ep(name), tr.clk.Now()).InFlight, name)
+	}
 }
 
 func TestModelsUnion(t *testing.T) {
@@ -674,11 +684,11 @@ func BenchmarkPick(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		sreq := sreqs[i%len(sreqs)] // a fresh copy: no cached block hashes
-		ep, err := r.pick(&sreq)
+		d, err := r.decide(&call{sreq: &sreq}, false, reasonFirst)
 		if err != nil {
 			b.Fatal(err)
 		}
-		ep.end(sreq.PromptTokens)
+		r.release(d)
 	}
 }
 

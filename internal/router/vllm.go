@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -22,6 +23,10 @@ const (
 	metricKVUsage     = "vllm:kv_cache_usage_perc"
 	metricGPUUsage    = "vllm:gpu_cache_usage_perc" // before vLLM 0.9; still exported, deprecated
 	metricCacheConfig = "vllm:cache_config_info"    // info gauge; CacheConfig fields as labels
+	// metricLoRAInfo is a gauge whose value is the time of the sample (seconds since the epoch)
+	// and whose labels running_lora_adapters and waiting_lora_adapters list adapters
+	// comma-separated, max_lora the engine's --max-loras.
+	metricLoRAInfo = "vllm:lora_requests_info"
 )
 
 // errNoVLLMMetrics: the exposition parsed but has neither running nor waiting requests, so it is
@@ -63,7 +68,49 @@ func parseMetrics(r io.Reader) (scheduling.Metrics, error) {
 			}
 		}
 	}
+	m.RunningLoRAs, m.WaitingLoRAs, m.MaxLoRA = loraInfo(fams[metricLoRAInfo])
 	return m, nil
+}
+
+// loraInfo reads the newest series of vllm:lora_requests_info (the largest value: vLLM sets it
+// to the time the labels were observed, keeping older label sets as stale series).
+func loraInfo(mf *dto.MetricFamily) (running, waiting []string, maxLoRA int) {
+	var newest *dto.Metric
+	newestV := math.Inf(-1)
+	for _, m := range mf.GetMetric() {
+		v := m.GetGauge().GetValue()
+		if m.Gauge == nil {
+			v = m.GetUntyped().GetValue()
+		}
+		if newest == nil || v > newestV {
+			newest, newestV = m, v
+		}
+	}
+	if newest == nil {
+		return nil, nil, 0
+	}
+	for _, lp := range newest.GetLabel() {
+		switch lp.GetName() {
+		case "running_lora_adapters":
+			running = splitAdapters(lp.GetValue())
+		case "waiting_lora_adapters":
+			waiting = splitAdapters(lp.GetValue())
+		case "max_lora":
+			maxLoRA = labelInt(lp.GetValue())
+		}
+	}
+	return running, waiting, maxLoRA
+}
+
+// splitAdapters splits a comma-separated adapter list; "" is none.
+func splitAdapters(s string) []string {
+	var out []string
+	for a := range strings.SplitSeq(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // sumOf adds the values of every series of mf; ok is false when mf is absent. Non-finite values

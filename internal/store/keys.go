@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/strata-inference/strata/internal/config"
@@ -27,6 +28,11 @@ type APIKey struct {
 	CreatedAt, RevokedAt, LastUsedAt time.Time
 	// Policy overrides the tenant's (and tier's) policy for requests with this key, field by field.
 	Policy config.Policy
+	// ExpiresAt is when the key stops authenticating; zero never.
+	ExpiresAt time.Time
+	// ReplacedBy is the ID of the key a rotation of this one created ("" when not rotated); a
+	// rotated key's RevokedAt is the end of its grace period.
+	ReplacedBy string
 }
 
 // Revoked reports whether the key was revoked at or before now.
@@ -34,7 +40,15 @@ func (k *APIKey) Revoked(now time.Time) bool {
 	return !k.RevokedAt.IsZero() && !k.RevokedAt.After(now)
 }
 
-const apiKeyColumns = `id, tenant_id, prefix, hash, created_at, revoked_at, last_used_at, policy`
+// Expired reports whether the key expired at or before now.
+func (k *APIKey) Expired(now time.Time) bool {
+	return !k.ExpiresAt.IsZero() && !k.ExpiresAt.After(now)
+}
+
+// Valid reports whether the key authenticates at now: neither revoked nor expired.
+func (k *APIKey) Valid(now time.Time) bool { return !k.Revoked(now) && !k.Expired(now) }
+
+const apiKeyColumns = `id, tenant_id, prefix, hash, created_at, revoked_at, last_used_at, policy, expires_at, replaced_by`
 
 // CreateAPIKey inserts k. A key whose ID or hash exists gives ErrExists; an unknown tenant gives
 // ErrNotFound.
@@ -54,8 +68,9 @@ func (s *Store) insertAPIKey(ctx context.Context, db gwExecer, k *APIKey) error 
 	if err != nil {
 		return fmt.Errorf("store: api key policy: %w", err)
 	}
-	_, err = db.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-		k.ID, k.TenantID, k.Prefix, k.Hash, gwMillis(k.CreatedAt), gwNullMillis(k.RevokedAt), gwNullMillis(k.LastUsedAt), string(policy))
+	_, err = db.ExecContext(ctx, s.q(`INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		k.ID, k.TenantID, k.Prefix, k.Hash, gwMillis(k.CreatedAt), gwNullMillis(k.RevokedAt), gwNullMillis(k.LastUsedAt), string(policy),
+		gwNullMillis(k.ExpiresAt), k.ReplacedBy)
 	if isUniqueViolation(err) {
 		return fmt.Errorf("store: api key %s: %w", k.ID, ErrExists)
 	}
@@ -71,12 +86,12 @@ func (s *Store) insertAPIKey(ctx context.Context, db gwExecer, k *APIKey) error 
 func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, *Tenant, error) {
 	var k APIKey
 	var created int64
-	var revoked, used sql.NullInt64
+	var revoked, used, expires sql.NullInt64
 	var policy string
-	row := s.db.QueryRowContext(ctx, s.q(`SELECT t.id, t.name, t.external_id, t.rpm, t.tpm, t.models, t.created_at, t.tier, t.policy,
-		k.id, k.tenant_id, k.prefix, k.hash, k.created_at, k.revoked_at, k.last_used_at, k.policy
+	row := s.db.QueryRowContext(ctx, s.q(`SELECT t.id, t.name, t.external_id, t.rpm, t.tpm, t.models, t.created_at, t.tier, t.policy, t.iolog,
+		k.id, k.tenant_id, k.prefix, k.hash, k.created_at, k.revoked_at, k.last_used_at, k.policy, k.expires_at, k.replaced_by
 		FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.hash = ?`), hash)
-	t, err := scanTenant(row, &k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used, &policy)
+	t, err := scanTenant(row, &k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used, &policy, &expires, &k.ReplacedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, fmt.Errorf("store: api key: %w", ErrNotFound)
 	}
@@ -84,6 +99,7 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (*APIKey, *Tenant
 		return nil, nil, err
 	}
 	k.CreatedAt, k.RevokedAt, k.LastUsedAt = gwFromMillis(created), gwFromNullMillis(revoked), gwFromNullMillis(used)
+	k.ExpiresAt = gwFromNullMillis(expires)
 	if err := json.Unmarshal([]byte(policy), &k.Policy); err != nil {
 		return nil, nil, fmt.Errorf("store: api key %s policy: %w", k.ID, err)
 	}
@@ -126,15 +142,16 @@ func scanAPIKeys(rows *sql.Rows) ([]APIKey, error) {
 	for rows.Next() {
 		var k APIKey
 		var created int64
-		var revoked, used sql.NullInt64
+		var revoked, used, expires sql.NullInt64
 		var policy string
-		if err := rows.Scan(&k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used, &policy); err != nil {
+		if err := rows.Scan(&k.ID, &k.TenantID, &k.Prefix, &k.Hash, &created, &revoked, &used, &policy, &expires, &k.ReplacedBy); err != nil {
 			return nil, fmt.Errorf("store: scan api key: %w", err)
 		}
 		if err := json.Unmarshal([]byte(policy), &k.Policy); err != nil {
 			return nil, fmt.Errorf("store: api key %s policy: %w", k.ID, err)
 		}
 		k.CreatedAt, k.RevokedAt, k.LastUsedAt = gwFromMillis(created), gwFromNullMillis(revoked), gwFromNullMillis(used)
+		k.ExpiresAt = gwFromNullMillis(expires)
 		out = append(out, k)
 	}
 	if err := rows.Err(); err != nil {
@@ -181,6 +198,99 @@ func (s *Store) SetAPIKeyPolicy(ctx context.Context, id string, p config.Policy)
 	}
 	if n, err := res.RowsAffected(); err == nil && n == 0 {
 		return fmt.Errorf("store: api key %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// RotateAPIKey inserts next, a new key of old's tenant (next.TenantID is set to it), and in the
+// same transaction marks old as replaced by next and revoked at graceEnd (old keeps working until
+// then; a graceEnd before an earlier revocation keeps the earlier one). next inherits old's policy
+// and expiry unless set. An unknown or revoked old key gives ErrNotFound; an old key already
+// rotated gives ErrExists.
+func (s *Store) RotateAPIKey(ctx context.Context, oldID string, next *APIKey, graceEnd time.Time) (*APIKey, error) {
+	old, err := s.APIKey(ctx, oldID)
+	if err != nil {
+		return nil, err
+	}
+	if old.Revoked(next.CreatedAt) || old.Expired(next.CreatedAt) {
+		return nil, fmt.Errorf("store: api key %s is revoked or expired: %w", oldID, ErrNotFound)
+	}
+	if old.ReplacedBy != "" {
+		return nil, fmt.Errorf("store: api key %s was rotated to %s: %w", oldID, old.ReplacedBy, ErrExists)
+	}
+	next.TenantID = old.TenantID
+	if isZeroPolicy(next.Policy) {
+		next.Policy = old.Policy
+	}
+	if next.ExpiresAt.IsZero() {
+		next.ExpiresAt = old.ExpiresAt
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: rotate api key: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	res, err := tx.ExecContext(ctx, s.q(`UPDATE api_keys SET replaced_by = ?,
+		revoked_at = CASE WHEN revoked_at IS NULL OR revoked_at > ? THEN ? ELSE revoked_at END
+		WHERE id = ? AND replaced_by = ''`), next.ID, gwMillis(graceEnd), gwMillis(graceEnd), oldID)
+	if err != nil {
+		return nil, fmt.Errorf("store: rotate api key: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return nil, fmt.Errorf("store: api key %s was rotated concurrently: %w", oldID, ErrExists)
+	}
+	if err := s.insertAPIKey(ctx, tx, next); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("store: rotate api key: %w", err)
+	}
+	return s.APIKey(ctx, oldID)
+}
+
+func isZeroPolicy(p config.Policy) bool {
+	b, _ := json.Marshal(p)
+	return string(b) == "{}"
+}
+
+// SetAPIKeyExpiry sets (zero: clears) the expiry of the key with the given id. An unknown id
+// gives ErrNotFound.
+func (s *Store) SetAPIKeyExpiry(ctx context.Context, id string, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE api_keys SET expires_at = ? WHERE id = ?`), gwNullMillis(at), id)
+	if err != nil {
+		return fmt.Errorf("store: set api key expiry: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("store: api key %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// TouchAPIKeys records the last use of many keys at once (id -> time), in one transaction: the
+// write-behind flush of last_used_at. Like TouchAPIKey it only moves last_used_at forward.
+func (s *Store) TouchAPIKeys(ctx context.Context, uses map[string]time.Time) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: touch api keys: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	ids := make([]string, 0, len(uses))
+	for id := range uses {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids) // a fixed lock order across concurrent flushes
+	for _, id := range ids {
+		at := gwMillis(uses[id])
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`),
+			at, id, at); err != nil {
+			return fmt.Errorf("store: touch api keys: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: touch api keys: %w", err)
 	}
 	return nil
 }

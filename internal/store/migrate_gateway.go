@@ -56,6 +56,67 @@ var gatewayMigrations = [][]string{
 			revoked_at  BIGINT
 		)`,
 	},
+	// 5: identity and the admin surface of the tenant plane: key expiry and rotation, unique
+	// external ids, the opt-in I/O log flag, per-tier prices, the GPU cost table, stored bills
+	// (re-rating keeps every version) and the I/O log itself (iolog.go).
+	{
+		// expires_at: NULL never expires. replaced_by: the id of the key a rotation created.
+		`ALTER TABLE api_keys ADD COLUMN expires_at BIGINT`,
+		`ALTER TABLE api_keys ADD COLUMN replaced_by TEXT NOT NULL DEFAULT ''`,
+		// external_id is unique when set ('' = unset, any number of tenants).
+		`CREATE UNIQUE INDEX tenants_external_id ON tenants (external_id) WHERE external_id <> ''`,
+		`ALTER TABLE tenants ADD COLUMN iolog BIGINT NOT NULL DEFAULT 0`,
+		// tier_prices overrides the price book for the tenants of one tier, same units as prices.
+		`CREATE TABLE tier_prices (
+			tier           TEXT NOT NULL,
+			model          TEXT NOT NULL,
+			effective_at   BIGINT NOT NULL,
+			input_micros   BIGINT NOT NULL,
+			cached_micros  BIGINT NOT NULL,
+			output_micros  BIGINT NOT NULL,
+			created_at     BIGINT NOT NULL,
+			PRIMARY KEY (tier, model, effective_at)
+		)`,
+		// gpu_costs: integer micro-USD per GPU-hour of a GPU type, from effective_at on.
+		`CREATE TABLE gpu_costs (
+			gpu             TEXT NOT NULL,
+			effective_at    BIGINT NOT NULL,
+			micros_per_hour BIGINT NOT NULL,
+			created_at      BIGINT NOT NULL,
+			PRIMARY KEY (gpu, effective_at)
+		)`,
+		// bills: one row per rating of a tenant's period ("YYYY-MM"); re-rating adds a version.
+		`CREATE TABLE bills (
+			tenant_id       TEXT NOT NULL,
+			period          TEXT NOT NULL,
+			version         BIGINT NOT NULL,
+			rated_at        BIGINT NOT NULL,
+			actor           TEXT NOT NULL,
+			cost_micros     BIGINT NOT NULL,
+			gpu_cost_micros BIGINT NOT NULL,
+			lines           TEXT NOT NULL,
+			PRIMARY KEY (tenant_id, period, version)
+		)`,
+		// io_log: request and response bodies of opted-in tenants, redacted before writing,
+		// purged after their retention.
+		`CREATE TABLE io_log (
+			id         TEXT PRIMARY KEY,
+			tenant_id  TEXT NOT NULL,
+			key_id     TEXT NOT NULL,
+			request_id TEXT NOT NULL,
+			model      TEXT NOT NULL,
+			request    BLOB NOT NULL,
+			response   BLOB NOT NULL,
+			created_at BIGINT NOT NULL
+		)`,
+		`CREATE INDEX io_log_time ON io_log (created_at)`,
+		`CREATE INDEX io_log_tenant_time ON io_log (tenant_id, created_at)`,
+	},
+	// 6 (GWB): the LoRA adapter a usage record was served with ('' = the base model), from the
+	// router's x-gateway-destination-endpoint-served "adapter" parameter.
+	{
+		`ALTER TABLE usage ADD COLUMN adapter TEXT NOT NULL DEFAULT ''`,
+	},
 }
 
 // GatewaySchemaVersion is the version of the tenant plane's tables this code expects.

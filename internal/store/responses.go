@@ -108,3 +108,33 @@ func (s *Store) UpdateResponse(ctx context.Context, rec *ResponseRecord) error {
 	}
 	return nil
 }
+
+// ownedTables are the platform's tables with an owner column: AdoptOwner moves their rows.
+var ownedTables = []string{"responses", "conversations", "files", "vector_stores"}
+
+// AdoptOwner gives every platform object owned by from (responses, conversations, files,
+// vector stores) to to, in one transaction, and returns how many objects moved. The platform
+// calls it when it first learns the tenant of an API key: objects stored under the key's
+// SHA-256, from before the platform asked the gateway for tenant identities (contract C5),
+// then belong to the key's tenant. Idempotent; each UPDATE uses the table's owner index.
+func (s *Store) AdoptOwner(ctx context.Context, from, to string) (int64, error) {
+	var n int64
+	err := s.platformTx(ctx, func(tx *sql.Tx) error {
+		for _, table := range ownedTables {
+			res, err := tx.ExecContext(ctx, s.q(`UPDATE `+table+` SET owner = ? WHERE owner = ?`), to, from)
+			if err != nil {
+				return fmt.Errorf("store: adopt %s: %w", table, err)
+			}
+			k, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("store: adopt %s: %w", table, err)
+			}
+			n += k
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}

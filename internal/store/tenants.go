@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/strata-inference/strata/internal/config"
@@ -18,7 +19,8 @@ type Tenant struct {
 	ID string
 	// Name is unique and human-chosen; the CLI addresses tenants by name.
 	Name string
-	// ExternalID maps the tenant to the operator's own customer system; may be empty.
+	// ExternalID maps the tenant to the operator's own customer system; may be empty. Unique
+	// among tenants when set (a second tenant with the same one gives ErrExists).
 	ExternalID string
 	// RPM and TPM are the requests-per-minute and tokens-per-minute limits; 0 means unlimited.
 	RPM, TPM int
@@ -30,6 +32,9 @@ type Tenant struct {
 	Tier string
 	// Policy overrides the tier's policy field by field (nil fields inherit).
 	Policy config.Policy
+	// IOLog says whether the tenant opted in to the I/O log (request and response bodies kept,
+	// redacted, for the configured retention).
+	IOLog bool
 }
 
 // Allows reports whether the tenant's own allowlist (the models column) lets it use model: true when
@@ -38,7 +43,7 @@ func (t *Tenant) Allows(model string) bool {
 	return len(t.Models) == 0 || slices.Contains(t.Models, model)
 }
 
-const tenantColumns = `id, name, external_id, rpm, tpm, models, created_at, tier, policy`
+const tenantColumns = `id, name, external_id, rpm, tpm, models, created_at, tier, policy, iolog`
 
 // CreateTenant inserts t and, in the same transaction, the given API keys (so a tenant and its
 // first key exist together or not at all). A tenant name that exists gives ErrExists.
@@ -56,10 +61,10 @@ func (s *Store) CreateTenant(ctx context.Context, t *Tenant, keys ...*APIKey) er
 		return fmt.Errorf("store: create tenant: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO tenants (`+tenantColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		t.ID, t.Name, t.ExternalID, t.RPM, t.TPM, string(models), gwMillis(t.CreatedAt), t.Tier, string(policy))
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO tenants (`+tenantColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		t.ID, t.Name, t.ExternalID, t.RPM, t.TPM, string(models), gwMillis(t.CreatedAt), t.Tier, string(policy), gwBool(t.IOLog))
 	if isUniqueViolation(err) {
-		return fmt.Errorf("store: tenant %q: %w", t.Name, ErrExists)
+		return fmt.Errorf("store: tenant %q (or its external id): %w", t.Name, ErrExists)
 	}
 	if err != nil {
 		return fmt.Errorf("store: create tenant: %w", err)
@@ -132,8 +137,9 @@ func scanTenant(sc gwScanner, extra ...any) (*Tenant, error) {
 		models  string
 		created int64
 		policy  string
+		iolog   int64
 	)
-	dest := append([]any{&t.ID, &t.Name, &t.ExternalID, &t.RPM, &t.TPM, &models, &created, &t.Tier, &policy}, extra...)
+	dest := append([]any{&t.ID, &t.Name, &t.ExternalID, &t.RPM, &t.TPM, &models, &created, &t.Tier, &policy, &iolog}, extra...)
 	if err := sc.Scan(dest...); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, err
@@ -149,7 +155,7 @@ func scanTenant(sc gwScanner, extra ...any) (*Tenant, error) {
 	if err := json.Unmarshal([]byte(policy), &t.Policy); err != nil {
 		return nil, fmt.Errorf("store: tenant %s policy: %w", t.ID, err)
 	}
-	t.CreatedAt = gwFromMillis(created)
+	t.CreatedAt, t.IOLog = gwFromMillis(created), iolog != 0
 	return &t, nil
 }
 
@@ -196,4 +202,68 @@ func (s *Store) SetTenantPolicy(ctx context.Context, id, tier string, p config.P
 		return fmt.Errorf("store: tenant %s: %w", id, ErrNotFound)
 	}
 	return nil
+}
+
+func gwBool(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TenantByExternalID returns the tenant with the given (non-empty) external id, or ErrNotFound.
+func (s *Store) TenantByExternalID(ctx context.Context, externalID string) (*Tenant, error) {
+	if externalID == "" {
+		return nil, fmt.Errorf("store: tenant: %w", ErrNotFound)
+	}
+	return s.oneTenant(ctx, `SELECT `+tenantColumns+` FROM tenants WHERE external_id = ?`, externalID)
+}
+
+// TenantUpdate is a partial update of a tenant: nil fields are left as they are.
+type TenantUpdate struct {
+	// ExternalID "" clears it.
+	ExternalID *string
+	RPM, TPM   *int
+	// Models nil leaves the allowlist; an empty non-nil slice clears it (every model).
+	Models *[]string
+	IOLog  *bool
+}
+
+// UpdateTenant applies u to the tenant with the given id and returns the tenant as updated. An
+// unknown id gives ErrNotFound; an external id another tenant has gives ErrExists.
+func (s *Store) UpdateTenant(ctx context.Context, id string, u TenantUpdate) (*Tenant, error) {
+	var sets []string
+	var args []any
+	if u.ExternalID != nil {
+		sets, args = append(sets, "external_id = ?"), append(args, *u.ExternalID)
+	}
+	if u.RPM != nil {
+		sets, args = append(sets, "rpm = ?"), append(args, *u.RPM)
+	}
+	if u.TPM != nil {
+		sets, args = append(sets, "tpm = ?"), append(args, *u.TPM)
+	}
+	if u.Models != nil {
+		b, err := json.Marshal(gwNonNil(*u.Models))
+		if err != nil {
+			return nil, fmt.Errorf("store: tenant models: %w", err)
+		}
+		sets, args = append(sets, "models = ?"), append(args, string(b))
+	}
+	if u.IOLog != nil {
+		sets, args = append(sets, "iolog = ?"), append(args, gwBool(*u.IOLog))
+	}
+	if len(sets) > 0 {
+		res, err := s.db.ExecContext(ctx, s.q(`UPDATE tenants SET `+strings.Join(sets, ", ")+` WHERE id = ?`), append(args, id)...)
+		if isUniqueViolation(err) {
+			return nil, fmt.Errorf("store: tenant external id %q: %w", *u.ExternalID, ErrExists)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: update tenant: %w", err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return nil, fmt.Errorf("store: tenant %s: %w", id, ErrNotFound)
+		}
+	}
+	return s.Tenant(ctx, id)
 }

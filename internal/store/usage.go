@@ -33,6 +33,8 @@ type UsageRecord struct {
 	TenantID  string
 	KeyID     string
 	Model     string
+	// Adapter is the LoRA adapter the request was served with ("" = the base model).
+	Adapter string
 	// Endpoint is the replica that served the request and GPU its GPU type, from the router's
 	// x-gateway-destination-endpoint-served header ("name;gpu=TYPE"); GPU may be empty.
 	Endpoint, GPU string
@@ -64,7 +66,7 @@ type UsageFilter struct {
 }
 
 const usageColumns = `request_id, tenant_id, key_id, model, endpoint, gpu, prompt_tokens, cached_tokens,
-	completion_tokens, ttft_ms, duration_ms, status, stream, usage_source, created_at, billed_reason`
+	completion_tokens, ttft_ms, duration_ms, status, stream, usage_source, created_at, billed_reason, adapter`
 
 // InsertUsage writes u unless a record with its request id exists. It returns whether u was
 // inserted: false means a record for this request id was already there and was left unchanged,
@@ -75,10 +77,10 @@ func (s *Store) InsertUsage(ctx context.Context, u *UsageRecord) (bool, error) {
 		stream = 1
 	}
 	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO usage (`+usageColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING`),
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING`),
 		u.RequestID, u.TenantID, u.KeyID, u.Model, u.Endpoint, u.GPU, u.PromptTokens, u.CachedTokens,
 		u.CompletionTokens, u.TTFT.Milliseconds(), u.Duration.Milliseconds(), u.Status, stream, u.Source,
-		gwMillis(u.CreatedAt), u.BilledReason)
+		gwMillis(u.CreatedAt), u.BilledReason, u.Adapter)
 	if err != nil {
 		return false, fmt.Errorf("store: insert usage: %w", err)
 	}
@@ -137,7 +139,7 @@ func (s *Store) queryUsage(ctx context.Context, query string, args ...any) ([]Us
 		var u UsageRecord
 		var ttft, dur, created, stream int64
 		if err := rows.Scan(&u.RequestID, &u.TenantID, &u.KeyID, &u.Model, &u.Endpoint, &u.GPU, &u.PromptTokens,
-			&u.CachedTokens, &u.CompletionTokens, &ttft, &dur, &u.Status, &stream, &u.Source, &created, &u.BilledReason); err != nil {
+			&u.CachedTokens, &u.CompletionTokens, &ttft, &dur, &u.Status, &stream, &u.Source, &created, &u.BilledReason, &u.Adapter); err != nil {
 			return nil, fmt.Errorf("store: scan usage: %w", err)
 		}
 		u.TTFT, u.Duration = time.Duration(ttft)*time.Millisecond, time.Duration(dur)*time.Millisecond

@@ -49,13 +49,14 @@ const (
 )
 
 // sequence is one request in the engine: its prompt, its planned output, the scheduler state
-// (owned by the core, guarded by the server's mutex) and its progress (read by the HTTP side).
+// (owned by the engine) and, for the HTTP server, its progress (nil in replay).
 type sequence struct {
-	id string
-	// tokens is the prompt followed by the whole planned output; the first numTokens() are
-	// known to the engine.
-	tokens    []int
-	promptLen int
+	id  string
+	ref int
+	// prompt and output are the caller's slices (never written): the first numTokens() of
+	// prompt followed by output are known to the engine.
+	prompt, output []int
+	promptLen      int
 	// finishReason is what ends the planned output ("stop" when its last token is EOS).
 	finishReason string
 
@@ -72,23 +73,42 @@ type sequence struct {
 	lora   string
 	loraID int
 
-	arrival, scheduled, lastToken time.Time
+	// kvx are the request's kv_transfer_params (nil: none); xfer, remoteTokens and readyAt the
+	// state of a decode-side transfer (kvtransfer.go).
+	kvx          *KVTransferParams
+	xfer         xferState
+	remoteTokens int
+	readyAt      time.Time
+
+	arrival, scheduled, firstToken, lastToken time.Time
 
 	progress *progress
 }
 
 func newSequence(id string, prompt, output []int, finishReason string, notify chan struct{}) *sequence {
-	tokens := make([]int, 0, len(prompt)+len(output))
-	tokens = append(append(tokens, prompt...), output...)
-	return &sequence{id: id, tokens: tokens, promptLen: len(prompt), finishReason: finishReason,
-		numCachedTokens: -1, progress: &progress{notify: notify}}
+	s := &sequence{id: id, prompt: prompt, output: output, promptLen: len(prompt), finishReason: finishReason,
+		numCachedTokens: -1}
+	if notify != nil {
+		s.progress = &progress{notify: notify}
+	}
+	return s
 }
 
 func (s *sequence) numTokens() int  { return s.promptLen + s.numOut }
-func (s *sequence) numPlanned() int { return len(s.tokens) - s.promptLen }
+func (s *sequence) numPlanned() int { return len(s.output) }
 
-// output returns the planned output tokens (immutable, safe to read without locks).
-func (s *sequence) output() []int { return s.tokens[s.promptLen:] }
+// tokens returns the known tokens [lo, hi), in place when they lie in the prompt or in the
+// output, else copied into *scratch.
+func (s *sequence) tokens(lo, hi int, scratch *[]int) []int {
+	switch {
+	case hi <= s.promptLen:
+		return s.prompt[lo:hi]
+	case lo >= s.promptLen:
+		return s.output[lo-s.promptLen : hi-s.promptLen]
+	}
+	*scratch = append(append((*scratch)[:0], s.prompt[lo:]...), s.output[:hi-s.promptLen]...)
+	return *scratch
+}
 
 // progress is what the HTTP side reads of a sequence: how many output tokens exist, and how it
 // ended. notify (shared by the sequences of one HTTP request) gets a non-blocking send after
@@ -100,7 +120,9 @@ type progress struct {
 	finished  bool
 	reason    string
 	err       error
-	notify    chan struct{}
+	// kvx are the kv_transfer_params of a finished prefill-side request.
+	kvx    *KVTransferParams
+	notify chan struct{}
 }
 
 type progressView struct {
@@ -108,15 +130,19 @@ type progressView struct {
 	finished          bool
 	reason            string
 	err               error
+	kvx               *KVTransferParams
 }
 
 func (p *progress) view() progressView {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return progressView{generated: p.generated, cached: p.cached, finished: p.finished, reason: p.reason, err: p.err}
+	return progressView{generated: p.generated, cached: p.cached, finished: p.finished, reason: p.reason, err: p.err, kvx: p.kvx}
 }
 
 func (p *progress) publish(f func(*progress)) {
+	if p == nil {
+		return
+	}
 	p.mu.Lock()
 	f(p)
 	p.mu.Unlock()
@@ -157,102 +183,84 @@ type stepPlan struct {
 	duration                              time.Duration
 }
 
-type core struct {
-	kv               *kvCache
-	timing           Timing
-	blockSize        int
-	maxNumSeqs       int
-	maxBatchedTokens int
-	maxLoras         int
-	noneHash         BlockHash
-
-	waiting []*sequence
-	running []*sequence
-
-	plan  stepPlan
-	stats stepStats
-}
-
-type coreConfig struct {
-	numBlocks, blockSize, maxNumSeqs, maxBatchedTokens int
-	// maxLoras is vLLM's max_loras: distinct adapters in the running set (0 means 1).
-	maxLoras int
-	timing   Timing
-	hashSeed string
-}
-
-func newCore(c coreConfig) *core {
-	return &core{kv: newKVCache(c.numBlocks, c.blockSize), timing: c.timing, blockSize: c.blockSize,
-		maxNumSeqs: c.maxNumSeqs, maxBatchedTokens: c.maxBatchedTokens, maxLoras: max(1, c.maxLoras),
-		noneHash: NoneHash(c.hashSeed)}
-}
-
 // add queues s; now is its arrival time.
-func (c *core) add(s *sequence, now time.Time) {
+func (e *Engine) add(s *sequence, now time.Time) {
 	s.arrival = now
 	s.status = statusWaiting
-	c.waiting = append(c.waiting, s)
+	if s.lora != "" {
+		e.numLoRA++
+	}
+	e.waiting = append(e.waiting, s)
 }
 
-// abort drops s (its client went away). A waiting sequence leaves at once; a running one is
-// dropped by the next schedule, since it may be part of the step in flight.
-func (c *core) abort(s *sequence) {
+// abort drops s (its client went away). A waiting sequence leaves at once; a running one at
+// once when no step is in flight, else at the next schedule, since it is part of the step.
+func (e *Engine) abort(s *sequence) {
 	switch s.status {
 	case statusWaiting:
-		if i := slices.Index(c.waiting, s); i >= 0 {
-			c.waiting = slices.Delete(c.waiting, i, i+1)
+		if i := slices.Index(e.waiting, s); i >= 0 {
+			e.waiting = slices.Delete(e.waiting, i, i+1)
 		}
-		c.finish(s, finishAbort, nil)
+		e.finish(s, finishAbort, nil)
 	case statusRunning:
-		s.aborted = true
+		if e.inFlight {
+			s.aborted = true
+			return
+		}
+		if i := slices.Index(e.running, s); i >= 0 {
+			e.running = slices.Delete(e.running, i, i+1)
+		}
+		e.finish(s, finishAbort, nil)
 	}
 }
 
 // failAll ends every sequence with err (the server is closing).
-func (c *core) failAll(err error) {
-	for _, s := range append(c.waiting, c.running...) {
-		c.finish(s, finishAbort, err)
+func (e *Engine) failAll(err error) {
+	for _, s := range append(e.waiting, e.running...) {
+		e.finish(s, finishAbort, err)
 	}
-	c.waiting, c.running = nil, nil
+	e.waiting, e.running = nil, nil
 }
 
-func (c *core) idle() bool { return len(c.waiting) == 0 && len(c.running) == 0 }
+func (e *Engine) idle() bool { return len(e.waiting) == 0 && len(e.running) == 0 }
 
-func (c *core) blocksFor(tokens int) int { return (tokens + c.blockSize - 1) / c.blockSize }
+func (e *Engine) blocksFor(tokens int) int { return (tokens + e.blockSize - 1) / e.blockSize }
 
 // schedule plans the next step, or returns nil when there is nothing to run. now is the step's
 // start time (queue time is measured to it).
-func (c *core) schedule(now time.Time) *stepPlan {
-	c.running = slices.DeleteFunc(c.running, func(s *sequence) bool {
+func (e *Engine) schedule(now time.Time) *stepPlan {
+	e.releaseHeld(now)
+	e.running = slices.DeleteFunc(e.running, func(s *sequence) bool {
 		if s.aborted {
-			c.finish(s, finishAbort, nil)
+			e.finish(s, finishAbort, nil)
 			return true
 		}
 		return false
 	})
-	p := &c.plan
+	p := &e.plan
+	clear(p.items)
 	p.items = p.items[:0]
 	p.prefillTokens, p.decodeTokens, p.kvTokens = 0, 0, 0
-	budget := c.maxBatchedTokens
+	budget := e.maxBatchedTokens
 	preempted := false
 
-	for i := 0; i < len(c.running) && budget > 0; i++ {
-		s := c.running[i]
+	for i := 0; i < len(e.running) && budget > 0; i++ {
+		s := e.running[i]
 		n := min(s.numTokens()-s.numComputed, budget)
 		if n <= 0 {
 			continue
 		}
 		for {
-			need := c.blocksFor(s.numComputed+n) - len(s.blocks)
-			if need <= 0 || c.kv.canAllocate(need, nil) {
+			need := e.blocksFor(s.numComputed+n) - len(s.blocks)
+			if need <= 0 || e.kv.canAllocate(need, nil) {
 				if need > 0 {
-					s.blocks = append(s.blocks, c.kv.allocate(need)...)
+					s.blocks = e.kv.allocate(need, s.blocks)
 				}
 				break
 			}
-			victim := c.running[len(c.running)-1]
-			c.running = c.running[:len(c.running)-1]
-			c.preempt(victim)
+			victim := e.running[len(e.running)-1]
+			e.running = e.running[:len(e.running)-1]
+			e.preempt(victim)
 			preempted = true
 			if victim == s {
 				s = nil
@@ -262,151 +270,220 @@ func (c *core) schedule(now time.Time) *stepPlan {
 		if s == nil {
 			break
 		}
-		c.cacheFullBlocks(s, n)
-		c.addToPlan(s, n)
+		e.cacheFullBlocks(s, n)
+		e.addToPlan(s, n)
 		budget -= n
 	}
 
 	// vLLM's scheduler skips (without blocking the queue) a waiting request whose LoRA adapter
-	// is not running while max_loras adapters already are.
-	loras := c.runningLoras()
-	for i := 0; !preempted && i < len(c.waiting) && len(c.running) < c.maxNumSeqs && budget > 0; {
-		s := c.waiting[i]
-		if s.lora != "" && !loras[s.lora] && len(loras) >= c.maxLoras {
+	// is not running while max_loras adapters already are, and a request whose KV is still
+	// being received.
+	loras := e.loras[:0]
+	if e.numLoRA > 0 {
+		loras = appendLoRAs(loras, e.running)
+	}
+	for i := 0; !preempted && i < len(e.waiting) && len(e.running) < e.maxNumSeqs && budget > 0; {
+		s := e.waiting[i]
+		if s.lora != "" && !slices.Contains(loras, s.lora) && len(loras) >= e.maxLoras {
 			i++
 			continue
 		}
-		c.ensureHashes(s, s.numTokens()/c.blockSize)
-		// vLLM: "When all tokens hit the cache, we must recompute the last token to obtain
-		// logits", so at most numTokens-1 tokens, rounded down to full blocks, can hit.
-		hits := c.kv.lookup(s.hashes, (s.numTokens()-1)/c.blockSize)
-		hitTokens := len(hits) * c.blockSize
-		n := min(s.numTokens()-hitTokens, budget)
-		need := c.blocksFor(hitTokens+n) - len(hits)
-		if !c.kv.canAllocate(need, hits) {
-			break
+		if s.xfer == xferWaiting {
+			if s.readyAt.After(now) {
+				i++
+				continue
+			}
+			e.receiveKV(s)
 		}
-		c.kv.touch(hits)
-		s.blocks = append(append(s.blocks[:0], hits...), c.kv.allocate(need)...)
-		s.numCachedBlocks = len(hits)
-		s.numComputed = hitTokens
-		if s.numCachedTokens < 0 {
-			s.numCachedTokens = hitTokens
+		if s.xfer != xferDone {
+			ok, async := e.admit(s, now, budget)
+			if !ok {
+				break
+			}
+			if async {
+				i++
+				continue
+			}
+		}
+		n := min(s.numTokens()-s.numComputed, budget)
+		if need := e.blocksFor(s.numComputed+n) - len(s.blocks); need > 0 {
+			if !e.kv.canAllocate(need, nil) {
+				break
+			}
+			s.blocks = e.kv.allocate(need, s.blocks)
+		}
+		if s.scheduled.IsZero() {
 			s.scheduled = now
-			c.stats.queue = append(c.stats.queue, now.Sub(s.arrival).Seconds())
-		}
-		if s.preemptions == 0 {
-			// vLLM PrefixCacheStats.record counts preempted requests apart.
-			c.stats.prefixQueries += s.numTokens()
-			c.stats.prefixHits += hitTokens
+			e.stats.queue = append(e.stats.queue, now.Sub(s.arrival).Seconds())
 		}
 		if i == 0 {
-			c.waiting[0] = nil // do not keep finished sequences reachable from the backing array
-			c.waiting = c.waiting[1:]
+			e.waiting[0] = nil // do not keep finished sequences reachable from the backing array
+			e.waiting = e.waiting[1:]
 		} else {
-			c.waiting = slices.Delete(c.waiting, i, i+1)
+			e.waiting = slices.Delete(e.waiting, i, i+1)
 		}
-		if s.lora != "" {
-			loras[s.lora] = true
+		if s.lora != "" && !slices.Contains(loras, s.lora) {
+			loras = append(loras, s.lora)
 		}
 		s.status = statusRunning
-		c.running = append(c.running, s)
-		c.cacheFullBlocks(s, n)
-		c.addToPlan(s, n)
+		e.running = append(e.running, s)
+		e.cacheFullBlocks(s, n)
+		e.addToPlan(s, n)
 		budget -= n
 	}
+	e.loras = loras[:0]
 
 	if len(p.items) == 0 {
 		return nil
 	}
-	p.duration = c.timing.StepTime(p.prefillTokens, p.decodeTokens, p.kvTokens)
-	c.stats.stepTokens = p.prefillTokens + p.decodeTokens
+	p.duration = e.timing.StepTime(p.prefillTokens, p.decodeTokens, p.kvTokens)
+	e.stats.stepTokens = p.prefillTokens + p.decodeTokens
 	return p
 }
 
-// runningLoras is the set of adapters of the running requests.
-func (c *core) runningLoras() map[string]bool {
-	m := map[string]bool{}
-	for _, s := range c.running {
-		if s.lora != "" {
-			m[s.lora] = true
-		}
+// admit gives a waiting sequence (new or preempted) its prefix-cache hit and the blocks of its
+// prompt: false when blocks are short (the queue's head then blocks the rest). async is true
+// for a decode-side request whose external tokens are now in transfer.
+func (e *Engine) admit(s *sequence, now time.Time, budget int) (ok, async bool) {
+	e.ensureHashes(s, s.numTokens()/e.blockSize)
+	// vLLM: "When all tokens hit the cache, we must recompute the last token to obtain
+	// logits", so at most numTokens-1 tokens, rounded down to full blocks, can hit.
+	hits := e.kv.lookup(s.hashes, (s.numTokens()-1)/e.blockSize, e.hits[:0])
+	e.hits = hits[:0]
+	hitTokens := len(hits) * e.blockSize
+	remote := s.xfer == xferNone && s.preemptions == 0 && s.kvx.remotePrefill()
+	computed := hitTokens
+	if remote {
+		computed = s.promptLen // vLLM get_num_new_matched_tokens: the whole rest of the prompt
 	}
-	return m
+	need := e.blocksFor(computed) - len(hits)
+	if !remote {
+		need = e.blocksFor(hitTokens+min(s.numTokens()-hitTokens, budget)) - len(hits)
+	}
+	if !e.kv.canAllocate(need, hits) {
+		clear(hits)
+		return false, false
+	}
+	e.kv.touch(hits)
+	s.blocks = append(s.blocks[:0], hits...)
+	clear(hits)
+	s.blocks = e.kv.allocate(need, s.blocks)
+	s.numCachedBlocks = len(s.blocks) - need
+	s.numComputed = hitTokens
+	if s.numCachedTokens < 0 {
+		s.numCachedTokens = hitTokens
+	}
+	if s.preemptions == 0 {
+		// vLLM PrefixCacheStats.record counts preempted requests apart.
+		e.stats.prefixQueries += s.numTokens()
+		e.stats.prefixHits += hitTokens
+		e.step.PrefixQueries += s.numTokens()
+		e.step.PrefixHits += hitTokens
+		e.totals.PrefixQueries += int64(s.numTokens())
+		e.totals.PrefixHits += int64(hitTokens)
+	}
+	if !remote {
+		return true, false
+	}
+	s.remoteTokens = s.promptLen - hitTokens
+	s.numComputed = s.promptLen
+	e.startTransfer(s, now)
+	return true, true
 }
 
-func (c *core) addToPlan(s *sequence, n int) {
-	c.plan.items = append(c.plan.items, scheduledSeq{seq: s, n: n})
-	if n == 1 && s.numOut > 0 {
-		c.plan.decodeTokens++
-	} else {
-		c.plan.prefillTokens += n
+// receiveKV ends s's transfer: its blocks join the prefix cache and its last prompt token is
+// recomputed (vLLM _update_waiting_for_remote_kv).
+func (e *Engine) receiveKV(s *sequence) {
+	s.xfer = xferDone
+	s.numComputed = min(s.numComputed, s.numTokens())
+	if s.numComputed == s.numTokens() {
+		s.numComputed--
 	}
-	c.plan.kvTokens += s.numComputed + n
+	e.cacheFullBlocks(s, 0)
+}
+
+func (e *Engine) addToPlan(s *sequence, n int) {
+	e.plan.items = append(e.plan.items, scheduledSeq{seq: s, n: n})
+	if n == 1 && s.numOut > 0 {
+		e.plan.decodeTokens++
+	} else {
+		e.plan.prefillTokens += n
+	}
+	e.plan.kvTokens += s.numComputed + n
 }
 
 // preempt frees s's blocks and puts it back at the head of the waiting queue, to be recomputed
 // (vLLM V1 preempts by recompute).
-func (c *core) preempt(s *sequence) {
-	c.freeBlocks(s)
+func (e *Engine) preempt(s *sequence) {
+	e.freeBlocks(s)
 	s.numComputed = 0
 	s.preemptions++
 	s.status = statusWaiting
-	c.waiting = slices.Insert(c.waiting, 0, s)
-	c.stats.preemptions++
+	s.xfer = xferNone
+	e.waiting = slices.Insert(e.waiting, 0, s)
+	e.stats.preemptions++
+	e.step.Preemptions++
+	e.totals.Preemptions++
 }
 
-func (c *core) freeBlocks(s *sequence) {
+func (e *Engine) freeBlocks(s *sequence) {
 	slices.Reverse(s.blocks) // tail first: the ends of sequences are evicted first
-	c.kv.free(s.blocks)
+	e.kv.free(s.blocks)
+	clear(s.blocks)
 	s.blocks = s.blocks[:0]
 	s.numCachedBlocks = 0
 }
 
-// ensureHashes extends s.hashes to the first n full blocks of its known tokens.
-func (c *core) ensureHashes(s *sequence, n int) {
+// ensureHashes extends s.hashes to the first n full blocks of its known tokens: each block is
+// hashed once per sequence.
+func (e *Engine) ensureHashes(s *sequence, n int) {
+	if len(s.hashes) >= n {
+		return
+	}
+	if s.hashes == nil {
+		s.hashes = make([]BlockHash, 0, (s.promptLen+len(s.output))/e.blockSize)
+	}
 	for j := len(s.hashes); j < n; j++ {
-		parent := c.noneHash
+		parent := e.noneHash
 		if j > 0 {
 			parent = s.hashes[j-1]
 		}
-		var extra []any
-		if s.lora != "" {
-			extra = []any{s.lora} // vLLM kv_cache_utils._gen_lora_extra_hash_keys
-		}
-		s.hashes = append(s.hashes, HashBlockTokens(parent, s.tokens[j*c.blockSize:(j+1)*c.blockSize], extra))
+		// vLLM kv_cache_utils._gen_lora_extra_hash_keys: the adapter name is the extra key.
+		var h BlockHash
+		h, e.hashBuf = hashBlock(e.hashBuf, parent, s.tokens(j*e.blockSize, (j+1)*e.blockSize, &e.scratch), s.lora)
+		s.hashes = append(s.hashes, h)
 	}
 }
 
 // cacheFullBlocks registers the blocks that are full once the n newly scheduled tokens are
 // computed (the last sampled token has no KV yet, so it never counts).
-func (c *core) cacheFullBlocks(s *sequence, n int) {
-	full := min(s.numComputed+n, s.numTokens()) / c.blockSize
+func (e *Engine) cacheFullBlocks(s *sequence, n int) {
+	full := min(s.numComputed+n, s.numTokens()) / e.blockSize
 	if full <= s.numCachedBlocks {
 		return
 	}
-	c.ensureHashes(s, full)
+	e.ensureHashes(s, full)
 	first := s.numCachedBlocks
 	for j := first; j < full; j++ {
 		// A newly full block comes fresh from the free queue (allocate evicts), so it is
 		// never cached yet and cache always registers it.
-		c.kv.cache(s.blocks[j], s.hashes[j])
+		e.kv.cache(s.blocks[j], s.hashes[j])
 	}
-	if c.kv.events != nil && full > first {
+	if e.rec.on {
 		// vLLM BlockPool.cache_full_blocks: one BlockStored for the request's new full blocks.
-		e := kvEvent{kind: kvBlockStored, hashes: s.hashes[first:full:full], lora: s.lora, loraID: s.loraID,
-			tokens: s.tokens[first*c.blockSize : full*c.blockSize : full*c.blockSize]}
+		var parent *BlockHash
 		if first > 0 {
-			e.parent, e.hasParent = s.hashes[first-1], true
+			parent = &s.hashes[first-1]
 		}
-		c.kv.events.add(e)
+		e.rec.stored(s.hashes[first:full], parent, s.tokens(first*e.blockSize, full*e.blockSize, &e.scratch), s.lora, s.loraID)
 	}
 	s.numCachedBlocks = full
 }
 
 // complete ends the planned step at time at: requests whose tokens are all computed sample
 // their next token; finished requests free their blocks.
-func (c *core) complete(p *stepPlan, at time.Time) {
+func (e *Engine) complete(p *stepPlan, at time.Time) {
+	st := &e.step
 	anyFinished := false
 	for _, it := range p.items {
 		s := it.seq
@@ -417,42 +494,66 @@ func (c *core) complete(p *stepPlan, at time.Time) {
 		if s.numComputed < s.numTokens() {
 			continue // a chunk of a longer prefill: no token yet
 		}
+		st.Tokens = append(st.Tokens, TokenRecord{Ref: s.ref, Index: s.numOut, Token: s.output[s.numOut]})
 		s.numOut++
-		c.stats.generationTokens++
+		e.stats.generationTokens++
+		e.totals.GenerationTokens++
 		if s.numOut == 1 {
-			c.stats.promptTokens += s.promptLen
-			c.stats.ttft = append(c.stats.ttft, at.Sub(s.arrival).Seconds())
+			e.stats.promptTokens += s.promptLen
+			e.totals.PromptTokens += int64(s.promptLen)
+			e.stats.ttft = append(e.stats.ttft, at.Sub(s.arrival).Seconds())
+			s.firstToken = at
 		} else {
-			c.stats.itl = append(c.stats.itl, at.Sub(s.lastToken).Seconds())
+			e.stats.itl = append(e.stats.itl, at.Sub(s.lastToken).Seconds())
 		}
 		s.lastToken = at
 		if s.numOut == s.numPlanned() {
-			c.stats.e2e = append(c.stats.e2e, at.Sub(s.arrival).Seconds())
-			c.stats.finished = append(c.stats.finished, finishedStats{reason: s.finishReason,
+			e.stats.e2e = append(e.stats.e2e, at.Sub(s.arrival).Seconds())
+			e.stats.finished = append(e.stats.finished, finishedStats{reason: s.finishReason,
 				promptTokens: s.promptLen, outputTokens: s.numOut})
-			c.freeBlocks(s)
-			c.finish(s, s.finishReason, nil)
+			rec := FinishRecord{Ref: s.ref, ID: s.id, Reason: s.finishReason, PromptTokens: s.promptLen,
+				OutputTokens: s.numOut, CachedTokens: max(s.numCachedTokens, 0), RemoteTokens: s.remoteTokens,
+				Preemptions: s.preemptions, Arrival: s.arrival, FirstScheduled: s.scheduled, FirstToken: s.firstToken, End: at}
+			if s.kvx != nil && s.kvx.DoRemoteDecode && s.finishReason == finishLength {
+				rec.KVTransfer = e.finishPrefill(s, at)
+				if s.progress != nil {
+					kvx := rec.KVTransfer
+					s.progress.publish(func(pr *progress) { pr.kvx = kvx })
+				}
+			}
+			st.Finished = append(st.Finished, rec)
+			e.freeBlocks(s)
+			e.finish(s, s.finishReason, nil)
 			anyFinished = true
 			continue
 		}
-		n, cached := s.numOut, s.numCachedTokens
-		s.progress.publish(func(pr *progress) { pr.generated, pr.cached = n, cached })
+		if s.progress != nil {
+			n, cached := s.numOut, s.numCachedTokens+s.remoteTokens
+			s.progress.publish(func(pr *progress) { pr.generated, pr.cached = n, cached })
+		}
 	}
 	if anyFinished {
-		c.running = slices.DeleteFunc(c.running, func(s *sequence) bool { return s.status == statusFinished })
+		e.running = slices.DeleteFunc(e.running, func(s *sequence) bool { return s.status == statusFinished })
 	}
 }
 
 // finish marks s finished and tells its reader. Blocks must be freed by the caller.
-func (c *core) finish(s *sequence, reason string, err error) {
+func (e *Engine) finish(s *sequence, reason string, err error) {
 	if s.status == statusFinished {
 		return
 	}
 	if len(s.blocks) > 0 {
-		c.freeBlocks(s)
+		e.freeBlocks(s)
 	}
 	s.status = statusFinished
-	n, cached := s.numOut, max(s.numCachedTokens, 0)
+	if s.lora != "" {
+		e.numLoRA--
+	}
+	if e.live[s.id] == s {
+		delete(e.live, s.id)
+	}
+	s.hashes = nil // the sequence may stay referenced by its caller: let the memory go
+	n, cached := s.numOut, max(s.numCachedTokens, 0)+s.remoteTokens
 	s.progress.publish(func(pr *progress) {
 		pr.generated, pr.cached, pr.finished, pr.reason, pr.err = n, cached, true, reason, err
 	})

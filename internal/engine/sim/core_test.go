@@ -5,21 +5,28 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/strata-inference/strata/internal/config"
 )
 
 type coreHarness struct {
 	t   *testing.T
-	c   *core
+	c   *Engine
 	now time.Time
 }
 
+// newTestEngine is an H100 Llama-3.1-8B engine of numBlocks blocks (the null block included)
+// with max_model_len as large as the cache allows, and a token budget of budget.
+func newTestEngine(t testing.TB, numBlocks, blockSize, maxSeqs, budget int) *Engine {
+	e, err := NewEngine(config.Sim{Model: "llama-3.1-8b", GPU: "H100-SXM", NumGPUBlocks: numBlocks, BlockSize: blockSize,
+		MaxNumSeqs: maxSeqs, MaxModelLen: (numBlocks - 1) * blockSize}, "test")
+	require.NoError(t, err)
+	e.maxBatchedTokens = budget
+	return e
+}
+
 func newCoreHarness(t *testing.T, numBlocks, blockSize, maxSeqs, budget int) *coreHarness {
-	gpu, err := LookupGPU("H100-SXM")
-	require.NoError(t, err)
-	model, err := LookupModel("llama-3.1-8b")
-	require.NoError(t, err)
-	return &coreHarness{t: t, now: time.Unix(1000, 0), c: newCore(coreConfig{numBlocks: numBlocks, blockSize: blockSize,
-		maxNumSeqs: maxSeqs, maxBatchedTokens: budget, timing: NewTiming(gpu, model), hashSeed: DefaultHashSeed})}
+	return &coreHarness{t: t, now: time.Unix(1000, 0), c: newTestEngine(t, numBlocks, blockSize, maxSeqs, budget)}
 }
 
 // seq makes a sequence with prompt tokens base, base+1, ... and out planned output tokens.
@@ -47,12 +54,12 @@ func (h *coreHarness) add(seqs ...*sequence) {
 
 // step runs one schedule+complete; it reports whether there was work.
 func (h *coreHarness) step() bool {
-	p := h.c.schedule(h.now)
-	if p == nil {
+	st, ok := h.c.Schedule(h.now)
+	if !ok {
 		return false
 	}
-	h.now = h.now.Add(p.duration)
-	h.c.complete(p, h.now)
+	h.now = st.End
+	h.c.Complete()
 	return true
 }
 
@@ -101,7 +108,7 @@ func TestCoreGeneratedTokensCached(t *testing.T) {
 	a := seqOf("a", tokensFrom(1, 40), 30) // 70 tokens, 69 computed: 4 full blocks
 	h.add(a)
 	h.runIdle()
-	b := seqOf("b", append(append([]int{}, a.tokens...), tokensFrom(9000, 10)...), 2)
+	b := seqOf("b", append(append(append([]int{}, a.prompt...), a.output...), tokensFrom(9000, 10)...), 2)
 	h.add(b)
 	h.runIdle()
 	require.Equal(t, 64, b.numCachedTokens)
@@ -118,11 +125,18 @@ func TestCoreStatsAndOutputs(t *testing.T) {
 	require.Equal(t, 50, h.c.stats.promptTokens, "prompt tokens count when the first token is out")
 	require.Equal(t, 1, h.c.stats.generationTokens)
 	require.Len(t, h.c.stats.ttft, 1)
-	h.c.stats.reset()
-	h.runIdle()
-	require.Equal(t, 4, h.c.stats.generationTokens)
-	require.Len(t, h.c.stats.itl, 4)
-	require.Equal(t, []finishedStats{{reason: finishLength, promptTokens: 50, outputTokens: 5}}, h.c.stats.finished)
+	gen, itl := 0, 0
+	var finished []finishedStats
+	for !h.c.idle() {
+		require.True(t, h.step())
+		gen += h.c.stats.generationTokens
+		itl += len(h.c.stats.itl)
+		finished = append(finished, h.c.stats.finished...)
+	}
+	require.Equal(t, 4, gen)
+	require.Equal(t, 4, itl)
+	require.Equal(t, []finishedStats{{reason: finishLength, promptTokens: 50, outputTokens: 5}}, finished)
+	require.EqualValues(t, 5, h.c.Stats().GenerationTokens)
 	v := a.progress.view()
 	require.True(t, v.finished)
 	require.Equal(t, 5, v.generated)

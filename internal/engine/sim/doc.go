@@ -6,8 +6,10 @@
 //   - the HTTP surface and wire formats of vLLM's OpenAI server: chat completions and completions
 //     (streaming with usage chunks and continuous usage stats), /v1/models, /health, /metrics,
 //     /tokenize, and vLLM's error JSON (vllm/entrypoints/openai/);
-//   - a real BPE tokenizer (cl100k_base plus Llama-3's special tokens) and the Llama-3 chat
-//     template; deterministic answers of English words that re-tokenize to themselves;
+//   - the model's real tokenizer (internal/tokenizer: Llama 3 or Qwen2/Qwen3 vocabulary, chat
+//     template, BOS and EOS, chosen by the model profile); deterministic answers of English words
+//     that re-tokenize to themselves, cut by stop, stop_token_ids, min_tokens and ignore_eos as
+//     vLLM's sampling parameters do (generate.go);
 //   - the engine core (core.go): a waiting queue, continuous batching under max_num_seqs and a
 //     token budget with chunked prefill, a paged KV cache with ref-counted blocks, prefix caching
 //     over full blocks keyed by vLLM's sha256_cbor hash chain (hash.go), LRU eviction of cached

@@ -102,7 +102,7 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 			tokens = s.tok.encodePrompt(text, true)
 		} else {
 			for _, id := range tokens {
-				if id < 0 || id >= vocabSize {
+				if !s.tok.inVocab(id) {
 					openai.WriteError(w, badRequest("", "Token id %d is out of vocabulary", id))
 					return
 				}
@@ -194,7 +194,7 @@ func (s *Server) handleDetokenize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, id := range *req.Tokens {
-		if id < 0 || id >= vocabSize {
+		if !s.tok.inVocab(id) {
 			openai.WriteError(w, badRequest("", "Token id %d is out of vocabulary", id))
 			return
 		}
@@ -202,35 +202,4 @@ func (s *Server) handleDetokenize(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, struct {
 		Prompt string `json:"prompt"`
 	}{s.tok.decodeAny(*req.Tokens)})
-}
-
-// decodeAny returns the text of any token ids: special tokens as their text, the rest through
-// the BPE codec (so bytes split across tokens join up).
-func (t *tokenizerSet) decodeAny(ids []int) string {
-	var b strings.Builder
-	var run []uint
-	flush := func() {
-		if len(run) > 0 {
-			s, err := t.codec.Decode(run)
-			if err == nil {
-				b.WriteString(s)
-			}
-			run = run[:0]
-		}
-	}
-	for _, id := range ids {
-		if s, ok := t.specialText[id]; ok {
-			flush()
-			b.WriteString(s)
-			continue
-		}
-		if s, ok := t.text[id]; ok && id >= 100000 {
-			flush()
-			b.WriteString(s)
-			continue
-		}
-		run = append(run, uint(id))
-	}
-	flush()
-	return b.String()
 }

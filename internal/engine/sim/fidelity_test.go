@@ -26,8 +26,8 @@ func closedLoop(t *testing.T, gpuName, modelName string, concurrency, in, out, n
 	model, err := LookupModel(modelName)
 	require.NoError(t, err)
 	blocks := NumGPUBlocks(gpu, model, 16, DefaultGPUMemoryUtilization)
-	c := newCore(coreConfig{numBlocks: blocks, blockSize: 16, maxNumSeqs: 256,
-		maxBatchedTokens: defaultMaxNumBatchedTokens, timing: NewTiming(gpu, model), hashSeed: DefaultHashSeed})
+	c := newTestEngine(t, blocks, 16, 256, defaultMaxNumBatchedTokens)
+	c.timing = NewTiming(gpu, model)
 	now := time.Unix(0, 0)
 	start := now
 	sent, done := 0, 0
@@ -51,10 +51,10 @@ func closedLoop(t *testing.T, gpuName, modelName string, concurrency, in, out, n
 		send()
 	}
 	for done < n {
-		p := c.schedule(now)
-		require.NotNil(t, p, "engine idle with requests in flight")
-		now = now.Add(p.duration)
-		c.complete(p, now)
+		st, ok := c.Schedule(now)
+		require.True(t, ok, "engine idle with requests in flight")
+		now = st.End
+		c.Complete()
 		next := inflight[:0]
 		for _, s := range inflight {
 			if s.numOut >= 1 {

@@ -8,30 +8,60 @@ import (
 )
 
 func testTokenizer(t testing.TB) *tokenizerSet {
-	tok, err := loadTokenizer()
+	tok, err := loadTokenizerFor(ModelProfile{Tokenizer: defaultTokenizer})
 	require.NoError(t, err)
 	return tok
 }
 
+func testTokenizerFor(t testing.TB, model string) *tokenizerSet {
+	m, err := LookupModel(model)
+	require.NoError(t, err)
+	tok, err := loadTokenizerFor(m)
+	require.NoError(t, err)
+	return tok
+}
+
+// families are the model profiles of each tokenizer family.
+var families = []struct{ model, tokenizer string }{
+	{"meta-llama/Llama-3.1-8B-Instruct", "llama-3"},
+	{"Qwen/Qwen3-8B", "qwen2"},
+}
+
 func TestTokenizerLoadShared(t *testing.T) {
 	a := testTokenizer(t)
-	b := testTokenizer(t)
-	require.Same(t, a, b, "one tokenizer per process")
-	t.Logf("cl100k_base load: %v; %d generation words", shared.loadTime, len(a.words))
-	require.GreaterOrEqual(t, len(a.words), 100)
+	b := testTokenizerFor(t, "llama-3-70b")
+	require.Same(t, a, b, "one tokenizer per family and process")
+	require.Same(t, testTokenizerFor(t, "qwen3-8b"), testTokenizerFor(t, "qwen3-32b"))
+	for _, f := range families {
+		tok := testTokenizerFor(t, f.model)
+		require.Equal(t, f.tokenizer, tok.Name())
+		t.Logf("%s load: %v; %d generation words", f.tokenizer, sets.loadTime[f.tokenizer], len(tok.words))
+		require.GreaterOrEqual(t, len(tok.words), 100)
+	}
+}
+
+func TestProfileTokenizers(t *testing.T) {
+	for name, p := range modelProfiles {
+		want := "llama-3"
+		if strings.HasPrefix(name, "qwen") {
+			want = "qwen2"
+		}
+		require.Equal(t, want, p.Tokenizer, name)
+	}
 }
 
 func TestEncodeSpecialTokens(t *testing.T) {
 	tok := testTokenizer(t)
+	eot := tok.EOS()
 	for _, tc := range []struct {
 		text string
 		want []int
 	}{
 		{"Hello world", []int{9906, 1917}},
-		{"<|begin_of_text|>Hello", []int{bosToken, 9906}},
-		{"a<|eot_id|>", []int{64, eosToken}},
-		{"<|not_special|>", tok.encode("<|not_special|>")},
-		{"<|<|eot_id|>", append(tok.encode("<|"), eosToken)},
+		{"<|begin_of_text|>Hello", []int{128000, 9906}},
+		{"a<|eot_id|>", []int{64, eot}},
+		{"<|not_special|>", tok.Encode("<|not_special|>")},
+		{"<|<|eot_id|>", append(tok.Encode("<|"), eot)},
 		{"", []int{}},
 	} {
 		t.Run(tc.text, func(t *testing.T) { require.Equal(t, tc.want, tok.encode(tc.text)) })
@@ -39,7 +69,13 @@ func TestEncodeSpecialTokens(t *testing.T) {
 	msgs := []chatMsg{{"user", "Hello there"}}
 	// Llama-3: <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello there<|eot_id|>
 	// <|start_header_id|>assistant<|end_header_id|>\n\n is 12 tokens.
-	require.Len(t, tok.encode(renderChat(toMessages(msgs), true)), 12)
+	require.Len(t, tok.EncodeChat(toMessages(msgs), true), 12)
+	require.Equal(t, tok.EncodeChat(toMessages(msgs), true), tok.encode(renderChat(toMessages(msgs), true)))
+	// Qwen3: <|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n is 10 tokens, no BOS.
+	qwen := testTokenizerFor(t, "qwen3-8b")
+	require.Equal(t, []int{151644, 872, 198, 9707, 1052, 151645, 198, 151644, 77091, 198}, qwen.EncodeChat(toMessages(msgs), true))
+	require.Equal(t, qwen.encode("Hi"), qwen.encodePrompt("Hi", true), "Qwen adds no BOS")
+	require.Equal(t, append([]int{128000}, tok.encode("Hi")...), tok.encodePrompt("Hi", true))
 }
 
 func TestPlanOutputDeterministic(t *testing.T) {
@@ -54,22 +90,30 @@ func TestPlanOutputDeterministic(t *testing.T) {
 	require.NotEqual(t, a.tokens, tok.planOutput(7, prompt, p).tokens, "the request seed changes the answer")
 }
 
-// TestPlanOutputRetokenizes: the answer text tokenizes back to the generated tokens, also after
-// the chat template's "\n\n" and before the next message's <|eot_id|>.
+// TestPlanOutputRetokenizes: the answer text tokenizes back to the generated tokens, also
+// inside the family's chat template (after the generation prompt, before the end of turn), so a
+// follow-up turn's prompt shares the first turn's blocks.
 func TestPlanOutputRetokenizes(t *testing.T) {
-	tok := testTokenizer(t)
-	for i := 0; i < 300; i++ {
-		prompt := []int{i, i + 1, i + 2}
-		plan := tok.planOutput(0, prompt, genParams{limit: 120})
-		words := plan.tokens
-		if plan.reason == finishStop {
-			require.Equal(t, eosToken, words[len(words)-1])
-			words = words[:len(words)-1]
-		}
-		text := tok.detokenize(words)
-		require.Equal(t, words, tok.encode(text)[:len(words)], "answer %q", text)
-		framed := tok.encode("<|end_header_id|>\n\n" + text + "<|eot_id|>")
-		require.Equal(t, append(append([]int{128007, 271}, words...), eosToken), framed, "answer %q in a template", text)
+	for _, f := range families {
+		t.Run(f.tokenizer, func(t *testing.T) {
+			tok := testTokenizerFor(t, f.model)
+			for i := 0; i < 300; i++ {
+				prompt := []int{i, i + 1, i + 2}
+				plan := tok.planOutput(0, prompt, genParams{limit: 120})
+				words := plan.tokens
+				if plan.reason == finishStop {
+					require.Equal(t, tok.EOS(), words[len(words)-1])
+					words = words[:len(words)-1]
+				}
+				text := tok.detokenize(words)
+				require.Equal(t, text, plan.text)
+				require.Equal(t, words, tok.encode(text), "answer %q", text)
+				msgs := toMessages([]chatMsg{{"user", "Hi"}, {"assistant", text}, {"user", "More"}})
+				turn2 := tok.EncodeChat(msgs, true)
+				turn1 := tok.EncodeChat(msgs[:1], true)
+				require.Equal(t, append(append(turn1, words...), tok.EOS()), turn2[:len(turn1)+len(words)+1], "answer %q in a template", text)
+			}
+		})
 	}
 }
 
@@ -96,9 +140,102 @@ func TestPlanOutputLengths(t *testing.T) {
 				if tc.reason != "" {
 					require.Equal(t, tc.reason, plan.reason)
 				}
-				require.Equal(t, plan.reason == finishLength, n == tc.p.limit && plan.tokens[n-1] != eosToken)
+				require.Equal(t, plan.reason == finishLength, n == tc.p.limit && plan.tokens[n-1] != tok.EOS())
+				require.Nil(t, plan.stopReason)
 			}
 		})
+	}
+}
+
+// TestPlanOutputStops: stop strings and stop token ids cut the planned answer as vLLM does.
+func TestPlanOutputStops(t *testing.T) {
+	tok := testTokenizer(t)
+	base := tok.planOutput(3, []int{1, 2, 3}, genParams{limit: 100, ignoreEOS: true})
+	full := base.text
+	require.Len(t, base.tokens, 100)
+	// A stop string taken from the middle of the answer: the third word's text.
+	k := 2
+	w := tok.text[base.tokens[k]]
+	stop := strings.TrimSpace(w)
+	first := strings.Index(full, stop)
+	// The token whose text completes the first occurrence.
+	end := 0
+	for end < len(base.ends) && base.ends[end] < first+len(stop) {
+		end++
+	}
+
+	for _, tc := range []struct {
+		name       string
+		p          genParams
+		tokens     int
+		text       string
+		reason     string
+		stopReason any
+	}{
+		{"stop string excluded", genParams{stop: []string{stop}}, end + 1, full[:first], finishStop, stop},
+		{"stop string included", genParams{stop: []string{stop}, includeStop: true}, end + 1, full[:first+len(stop)], finishStop, stop},
+		{"first stop of the list wins", genParams{stop: []string{"zzz-absent", stop}}, end + 1, full[:first], finishStop, stop},
+		{"stop string never found", genParams{stop: []string{"zzz-absent"}}, 100, full, finishLength, nil},
+		{"stop token id", genParams{stopTokenIDs: []int{base.tokens[k]}}, k + 1, full[:base.ends[k-1]], finishStop, base.tokens[k]},
+		{"stop token id included", genParams{stopTokenIDs: []int{base.tokens[k]}, includeStop: true}, k + 1, full[:base.ends[k]], finishStop, base.tokens[k]},
+		{"stop token masked by min_tokens", genParams{stopTokenIDs: []int{base.tokens[k]}, minTokens: 99}, 100, full, finishLength, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.p
+			p.limit, p.ignoreEOS = 100, true
+			plan := tok.planOutput(3, []int{1, 2, 3}, p)
+			if tc.name == "stop token id" || tc.name == "stop token id included" {
+				// the id may occur earlier than k: the first occurrence ends the answer
+				if i := indexOf(base.tokens, base.tokens[k]); i < k {
+					t.Skipf("token at %d repeats an earlier one", k)
+				}
+			}
+			require.Equal(t, tc.reason, plan.reason)
+			require.Equal(t, tc.stopReason, plan.stopReason)
+			require.Len(t, plan.tokens, tc.tokens)
+			require.Equal(t, base.tokens[:tc.tokens], plan.tokens, "the tokens before the stop are unchanged")
+			require.Equal(t, tc.text, plan.text)
+			// A stream never shows text beyond the final text, and ends with all of it.
+			sent, streamed := 0, ""
+			for g := 1; g <= len(plan.tokens); g++ {
+				streamed += plan.delta(&sent, g, g == len(plan.tokens))
+				require.True(t, strings.HasPrefix(plan.text, streamed))
+			}
+			require.Equal(t, plan.text, streamed)
+		})
+	}
+	// ignore_eos leaves stop strings working; EOS itself gives stop_reason null.
+	natural := tok.planOutput(5, []int{9}, genParams{limit: 100})
+	require.Equal(t, finishStop, natural.reason)
+	require.Nil(t, natural.stopReason)
+}
+
+func indexOf(s []int, v int) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestParseStop(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		want []string
+		err  string
+	}{
+		{``, nil, ""}, {`null`, nil, ""}, {`"x"`, []string{"x"}, ""}, {`["a","bc"]`, []string{"a", "bc"}, ""},
+		{`[]`, []string{}, ""}, {`""`, nil, "stop cannot contain an empty string."}, {`["a",""]`, nil, "empty string"},
+		{`3`, nil, "valid list"}, {`[1]`, nil, "valid list"},
+	} {
+		got, err := parseStop([]byte(tc.raw))
+		if tc.err != "" {
+			require.ErrorContains(t, err, tc.err, tc.raw)
+			continue
+		}
+		require.NoError(t, err, tc.raw)
+		require.Equal(t, tc.want, got, tc.raw)
 	}
 }
 
@@ -108,29 +245,19 @@ type chatMsg struct{ role, content string }
 // naive special-token scan still tokenize (in linear time; a regression makes this test take
 // minutes), and round-trip to the same text.
 func TestEncodePathologicalInput(t *testing.T) {
-	tok := testTokenizer(t)
-	for _, tc := range []struct{ name, text string }{
-		{"newline-space run", strings.Repeat("\n ", 128<<10)},
-		{"unterminated special markers", strings.Repeat("<|", 128<<10)},
-		{"almost special tokens", strings.Repeat("<|eot_id", 32<<10)},
-		{"short runs are exact", "a\n \n \n b" + strings.Repeat("\n", 100)},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ids := tok.encode(tc.text)
-			require.NotEmpty(t, ids)
-			var b strings.Builder
-			for _, id := range ids {
-				b.WriteString(tok.tokenString(id))
-			}
-			require.Equal(t, tc.text, b.String())
-		})
+	for _, f := range families {
+		tok := testTokenizerFor(t, f.model)
+		for _, tc := range []struct{ name, text string }{
+			{"newline-space run", strings.Repeat("\n ", 128<<10)},
+			{"unterminated special markers", strings.Repeat("<|", 128<<10)},
+			{"almost special tokens", strings.Repeat("<|eot_id", 32<<10)},
+			{"almost special tokens", strings.Repeat("<|im_end", 32<<10)},
+		} {
+			t.Run(f.tokenizer+" "+tc.name, func(t *testing.T) {
+				ids := tok.encode(tc.text)
+				require.NotEmpty(t, ids)
+				require.Equal(t, tc.text, tok.decodeAny(ids))
+			})
+		}
 	}
-	short := "a\n \n \n b"
-	ids, _, err := tok.codec.Encode(short)
-	require.NoError(t, err)
-	want := make([]int, len(ids))
-	for i, id := range ids {
-		want[i] = int(id)
-	}
-	require.Equal(t, want, tok.encode(short), "runs under the bound tokenize exactly as cl100k")
 }

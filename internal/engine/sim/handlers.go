@@ -15,14 +15,15 @@ import (
 type job struct {
 	seqs   []*sequence
 	notify chan struct{}
+	plans  []outputPlan // the planned answer of each sequence (generate.go)
 }
 
 // newJob plans the answer of every prompt and builds its sequences.
 func (s *Server) newJob(id string, prompts [][]int, limits []int, req *genRequest) *job {
 	j := &job{notify: make(chan struct{}, 1)}
 	for i, p := range prompts {
-		plan := s.tok.planOutput(s.cfg.Seed, p, genParams{limit: limits[i], minTokens: req.MinTokens,
-			ignoreEOS: req.IgnoreEOS, seed: req.Seed})
+		plan := s.tok.planOutput(s.cfg.Seed, p, req.genParams(limits[i]))
+		j.plans = append(j.plans, plan)
 		j.seqs = append(j.seqs, newSequence(id+"-"+strconv.Itoa(i), p, plan.tokens, plan.reason, j.notify))
 	}
 	return j
@@ -78,12 +79,15 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = req.checkSampling()
 	}
+	if err == nil {
+		_, err = parseStop(req.Stop)
+	}
 	if err != nil {
 		openai.WriteError(w, err)
 		return
 	}
 	addGen := req.AddGenerationPrompt == nil || *req.AddGenerationPrompt
-	prompt := s.tok.encode(renderChat(msgs, addGen))
+	prompt := s.tok.EncodeChat(msgs, addGen)
 	limit, err := s.checkLength(req, len(prompt))
 	if err != nil {
 		openai.WriteError(w, err)
@@ -98,7 +102,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	var j *job
 	if call != nil {
 		if toks := s.tok.toolCallTokens(call, limit); toks != nil {
-			j = &job{notify: make(chan struct{}, 1)}
+			j = &job{notify: make(chan struct{}, 1), plans: []outputPlan{{tokens: toks, reason: finishStop}}}
 			j.seqs = []*sequence{newSequence(id+"-0", prompt, toks, finishStop, j.notify)}
 		} else {
 			call = nil // does not fit in the output limit: a text answer
@@ -130,8 +134,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q, v := j.seqs[0], views[0]
-	text := s.tok.detokenize(q.output()[:v.generated])
-	choice := chatChoice{Message: chatMessage{Role: role, Content: &text, ToolCalls: []any{}}, FinishReason: v.reason}
+	text := j.plans[0].visibleText(v.generated, true)
+	choice := chatChoice{Message: chatMessage{Role: role, Content: &text, ToolCalls: []any{}}, FinishReason: v.reason,
+		StopReason: j.plans[0].finalStopReason(v.generated, v.reason)}
 	if call != nil && v.reason == finishStop {
 		choice.Message.Content = nil
 		choice.Message.ToolCalls = []any{call.wire(nil)}
@@ -155,7 +160,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *genRequ
 	sse := startStream(w)
 	includeUsage, continuous := req.usage()
 	q := j.seqs[0]
-	out := q.output()
+	plan := &j.plans[0]
 	chunk := func(choice any, completion int) chatChunk {
 		c := chatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: s.cfg.ServedModelName, Choices: []any{choice}}
 		if continuous {
@@ -163,7 +168,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *genRequ
 		}
 		return c
 	}
-	sent, started, finished := 0, false, false
+	sent, sentText, started, finished := 0, 0, false, false
 	var last progressView
 	for !finished {
 		v := q.progress.view()
@@ -196,15 +201,16 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *genRequ
 			}
 		}
 		for sent < v.generated || (v.finished && !finished) {
-			text := ""
 			if sent < v.generated {
-				text = s.tok.text[out[sent]]
 				sent++
 			}
+			last := v.finished && sent == v.generated
+			text := plan.delta(&sentText, sent, last)
 			var choice any = chatStreamChoice{Delta: chatDelta{Content: &text}}
-			if v.finished && sent == v.generated {
+			if last {
 				reason := v.reason
-				choice = chatStreamFinalChoice{chatStreamChoice: chatStreamChoice{Delta: chatDelta{Content: &text}, FinishReason: &reason}}
+				choice = chatStreamFinalChoice{chatStreamChoice: chatStreamChoice{Delta: chatDelta{Content: &text}, FinishReason: &reason},
+					StopReason: plan.finalStopReason(v.generated, v.reason)}
 				finished = true
 			}
 			if sse.JSON(chunk(choice, sent)) != nil {
@@ -243,6 +249,9 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = req.checkSampling()
 	}
+	if err == nil {
+		_, err = parseStop(req.Stop)
+	}
 	if err != nil {
 		openai.WriteError(w, err)
 		return
@@ -255,7 +264,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 			p = s.tok.encodePrompt(in.text, req.addSpecialTokens())
 		}
 		for _, id := range p {
-			if id < 0 || id >= vocabSize {
+			if !s.tok.inVocab(id) {
 				openai.WriteError(w, badRequest("", "Token id %d is out of vocabulary", id))
 				return
 			}
@@ -292,7 +301,8 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		v := views[i]
 		reason := v.reason
 		resp.Choices = append(resp.Choices, completionFinalChoice{completionChoice: completionChoice{
-			Index: i, Text: s.tok.detokenize(q.output()[:v.generated]), FinishReason: &reason}})
+			Index: i, Text: j.plans[i].visibleText(v.generated, true), FinishReason: &reason,
+			StopReason: j.plans[i].finalStopReason(v.generated, v.reason)}})
 		promptTokens += q.promptLen
 		completionTokens += v.generated
 		cached += v.cached
@@ -308,6 +318,7 @@ func (s *Server) streamCompletions(w http.ResponseWriter, r *http.Request, req *
 	sse := startStream(w)
 	includeUsage, continuous := req.usage()
 	sent := make([]int, len(j.seqs))
+	sentText := make([]int, len(j.seqs))
 	done := make([]bool, len(j.seqs))
 	views := make([]progressView, len(j.seqs))
 	remaining := len(j.seqs)
@@ -323,17 +334,16 @@ func (s *Server) streamCompletions(w http.ResponseWriter, r *http.Request, req *
 				s.abort(j.seqs)
 				return
 			}
-			out := q.output()
 			for sent[i] < v.generated || (v.finished && !done[i]) {
-				text := ""
 				if sent[i] < v.generated {
-					text = s.tok.text[out[sent[i]]]
 					sent[i]++
 				}
-				c := completionChoice{Index: i, Text: text}
-				if v.finished && sent[i] == v.generated {
+				last := v.finished && sent[i] == v.generated
+				c := completionChoice{Index: i, Text: j.plans[i].delta(&sentText[i], sent[i], last)}
+				if last {
 					reason := v.reason
 					c.FinishReason = &reason
+					c.StopReason = j.plans[i].finalStopReason(v.generated, v.reason)
 					done[i] = true
 					remaining--
 				}
@@ -385,7 +395,7 @@ func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
 	case present(req.Messages):
 		var msgs []openai.Message
 		if msgs, err = parseMessages(req.Messages); err == nil {
-			text = renderChat(msgs, req.AddGenerationPrompt == nil || *req.AddGenerationPrompt)
+			text = s.tok.ApplyChatTemplate(msgs, req.AddGenerationPrompt == nil || *req.AddGenerationPrompt)
 		}
 	case present(req.Prompt):
 		if json.Unmarshal(req.Prompt, &text) != nil {

@@ -67,3 +67,45 @@ func HashBlockTokens(parent BlockHash, tokens []int, extra []any) BlockHash {
 	}
 	return sha256CBOR(blockKey{Parent: parent[:], Tokens: tokens, Extra: extra})
 }
+
+// hashBlock is HashBlockTokens for a block whose extra keys are nil (lora "") or the adapter
+// name alone, without reflection or allocation: it writes the canonical CBOR of
+// [parent, tokens, extra] into buf (returned for reuse) and hashes it. It equals
+// HashBlockTokens(parent, tokens, []any{lora}) (nil for "") byte for byte (hash_test.go).
+func hashBlock(buf []byte, parent BlockHash, tokens []int, lora string) (BlockHash, []byte) {
+	buf = append(buf[:0], 0x83, 0x58, 0x20) // array(3), bytes(32)
+	buf = append(buf, parent[:]...)
+	buf = cborHead(buf, 4, uint64(len(tokens)))
+	for _, t := range tokens {
+		if t >= 0 {
+			buf = cborHead(buf, 0, uint64(t))
+		} else {
+			buf = cborHead(buf, 1, uint64(-1-t))
+		}
+	}
+	if lora == "" {
+		buf = append(buf, 0xf6) // null
+	} else {
+		buf = append(buf, 0x81) // array(1)
+		buf = cborHead(buf, 3, uint64(len(lora)))
+		buf = append(buf, lora...)
+	}
+	return sha256.Sum256(buf), buf
+}
+
+// cborHead appends a CBOR head of major type major and argument v in its shortest form (RFC
+// 8949 §3, as the core deterministic encoding requires).
+func cborHead(buf []byte, major byte, v uint64) []byte {
+	m := major << 5
+	switch {
+	case v < 24:
+		return append(buf, m|byte(v))
+	case v <= 0xff:
+		return append(buf, m|24, byte(v))
+	case v <= 0xffff:
+		return append(buf, m|25, byte(v>>8), byte(v))
+	case v <= 0xffffffff:
+		return append(buf, m|26, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	}
+	return binary.BigEndian.AppendUint64(append(buf, m|27), v)
+}

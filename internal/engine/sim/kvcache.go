@@ -33,8 +33,8 @@ type kvCache struct {
 	head    block
 	numFree int
 	cached  map[BlockHash][]*block
-	// events records prefix-cache changes for KV-event publishing; nil when events are off.
-	events *kvEventLog
+	// rec records prefix-cache changes as KV events (nil records nothing).
+	rec *eventRecorder
 }
 
 func newKVCache(numBlocks, blockSize int) *kvCache {
@@ -87,18 +87,17 @@ func (c *kvCache) usage() float64 {
 	return 1 - float64(c.numFree)/float64(c.total())
 }
 
-// lookup returns the longest run of cached blocks matching hashes from the start, at most
-// maxBlocks long (vLLM find_longest_cache_hit).
-func (c *kvCache) lookup(hashes []BlockHash, maxBlocks int) []*block {
-	var hits []*block
+// lookup appends to dst the longest run of cached blocks matching hashes from the start, at
+// most maxBlocks long (vLLM find_longest_cache_hit).
+func (c *kvCache) lookup(hashes []BlockHash, maxBlocks int, dst []*block) []*block {
 	for i := 0; i < len(hashes) && i < maxBlocks; i++ {
 		bs := c.cached[hashes[i]]
 		if len(bs) == 0 {
 			break
 		}
-		hits = append(hits, bs[0])
+		dst = append(dst, bs[0])
 	}
-	return hits
+	return dst
 }
 
 // canAllocate reports whether n new blocks can be handed out after touching hits: hit blocks
@@ -123,20 +122,19 @@ func (c *kvCache) touch(hits []*block) {
 	}
 }
 
-// allocate hands out n blocks from the head of the free queue, evicting their cached hashes.
-// The caller checks canAllocate first; allocate returns nil if there are not enough.
-func (c *kvCache) allocate(n int) []*block {
+// allocate appends to dst n blocks from the head of the free queue, evicting their cached
+// hashes. The caller checks canAllocate first; allocate appends nothing if there are not enough.
+func (c *kvCache) allocate(n int, dst []*block) []*block {
 	if n > c.numFree {
-		return nil
+		return dst
 	}
-	out := make([]*block, n)
-	for i := range out {
+	for range n {
 		b := c.popFront()
 		c.evict(b)
 		b.refCnt = 1
-		out[i] = b
+		dst = append(dst, b)
 	}
-	return out
+	return dst
 }
 
 // evict drops b's hash from the prefix cache, if it has one.
@@ -144,7 +142,7 @@ func (c *kvCache) evict(b *block) {
 	if !b.hashed {
 		return
 	}
-	c.events.add(kvEvent{kind: kvBlockRemoved, hashes: []BlockHash{b.hash}})
+	c.rec.removed(b.hash) // vLLM _maybe_evict_cached_block: one BlockRemoved per block
 	bs := c.cached[b.hash]
 	for i, x := range bs {
 		if x == b {
@@ -181,7 +179,7 @@ func (c *kvCache) reset() bool {
 		c.blocks[i].hashed, c.blocks[i].hash = false, BlockHash{}
 	}
 	clear(c.cached)
-	c.events.add(kvEvent{kind: kvAllBlocksCleared})
+	c.rec.cleared()
 	return true
 }
 

@@ -49,75 +49,112 @@ const mediumGPU = "GPU"
 // kvReplayBuffer is vLLM's default buffer_steps: past batches kept for replay.
 const kvReplayBuffer = 10_000
 
-type kvEventKind uint8
+// KVEventKind says what a KVEvent reports; the values are those of the router's
+// scheduling.KVEventKind (contract C2).
+type KVEventKind int
 
+// Kinds of KVEvent, vLLM's event classes.
 const (
-	kvBlockStored kvEventKind = iota
-	kvBlockRemoved
-	kvAllBlocksCleared
+	KVBlockStored KVEventKind = iota + 1
+	KVBlockRemoved
+	KVAllBlocksCleared
 )
 
-// kvEvent is one event of the core's log, before encoding.
-type kvEvent struct {
-	kind   kvEventKind
-	hashes []BlockHash
-	// parent is the hash of the block before hashes[0]; hasParent is false for a request's
-	// first block.
-	parent    BlockHash
-	hasParent bool
+// KVEvent is one KV-cache event in vLLM's model (vllm/distributed/kv_events.py), independent of
+// its wire encoding: what Step.KVEvents carries and the ZMQ publisher encodes.
+type KVEvent struct {
+	Kind KVEventKind
+	// BlockHashes are the blocks' hashes as vLLM publishes them (BlockHash.Uint64: the last 8
+	// bytes of the digest, big-endian).
+	BlockHashes []uint64
+	// ParentHash is the hash of the block before BlockHashes[0] (BlockStored only); HasParent
+	// is false for a request's first block.
+	ParentHash uint64
+	HasParent  bool
+	// TokenIDs are the tokens of the stored blocks, BlockSize per block (BlockStored only).
+	TokenIDs  []int
+	BlockSize int
+	// LoRAName and LoRAID name the adapter of a BlockStored ("" and 0 for the base model).
+	LoRAName string
+	LoRAID   int
+	// Medium is vLLM's medium: always "GPU" here.
+	Medium string
+}
+
+// eventRecorder records the KV events of the engine into *dst, copying hashes and token ids
+// into arenas reused from step to step. Off, it records nothing.
+type eventRecorder struct {
+	on        bool
+	blockSize int
+	dst       *[]KVEvent
+	hashes    []uint64
 	tokens    []int
-	// lora and loraID name the adapter of a BlockStored ("" and 0 for the base model).
-	lora   string
-	loraID int
 }
 
-// kvEventLog collects the events of one step. A nil log records nothing, so the simulator pays
-// nothing when events are off.
-type kvEventLog struct{ events []kvEvent }
+// reset empties the arenas: the events recorded so far must not be used any more.
+func (r *eventRecorder) reset() { r.hashes, r.tokens = r.hashes[:0], r.tokens[:0] }
 
-func (l *kvEventLog) add(e kvEvent) {
-	if l != nil {
-		l.events = append(l.events, e)
+func (r *eventRecorder) addHashes(hs []BlockHash) []uint64 {
+	i := len(r.hashes)
+	for _, h := range hs {
+		r.hashes = append(r.hashes, h.Uint64())
 	}
+	return r.hashes[i:len(r.hashes):len(r.hashes)]
 }
 
-// take returns the collected events and empties the log.
-func (l *kvEventLog) take() []kvEvent {
-	if l == nil || len(l.events) == 0 {
-		return nil
+// stored records one BlockStored for hs, whose first block follows parent (nil: none), with
+// their tokens.
+func (r *eventRecorder) stored(hs []BlockHash, parent *BlockHash, tokens []int, lora string, loraID int) {
+	if r == nil || !r.on {
+		return
 	}
-	out := l.events
-	l.events = nil
-	return out
+	e := KVEvent{Kind: KVBlockStored, BlockHashes: r.addHashes(hs), BlockSize: r.blockSize, LoRAName: lora, LoRAID: loraID, Medium: mediumGPU}
+	if parent != nil {
+		e.ParentHash, e.HasParent = parent.Uint64(), true
+	}
+	i := len(r.tokens)
+	r.tokens = append(r.tokens, tokens...)
+	e.TokenIDs = r.tokens[i:len(r.tokens):len(r.tokens)]
+	*r.dst = append(*r.dst, e)
 }
 
-func hashUint64s(hs []BlockHash) []uint64 {
-	out := make([]uint64, len(hs))
-	for i, h := range hs {
-		out[i] = h.Uint64()
+// removed records one BlockRemoved for h.
+func (r *eventRecorder) removed(h BlockHash) {
+	if r == nil || !r.on {
+		return
 	}
-	return out
+	i := len(r.hashes)
+	r.hashes = append(r.hashes, h.Uint64())
+	*r.dst = append(*r.dst, KVEvent{Kind: KVBlockRemoved, BlockHashes: r.hashes[i : i+1 : i+1], BlockSize: r.blockSize, Medium: mediumGPU})
+}
+
+// cleared records AllBlocksCleared.
+func (r *eventRecorder) cleared() {
+	if r == nil || !r.on {
+		return
+	}
+	*r.dst = append(*r.dst, KVEvent{Kind: KVAllBlocksCleared, BlockSize: r.blockSize, Medium: mediumGPU})
 }
 
 // encodeKVEvent renders e in the array or the map encoding. Fields are those of vLLM's structs;
 // msgspec's omit_defaults drops the defaulted fields that are unset (extra_keys, group_idx,
 // kv_cache_spec_*), which only matters to the map encoding's consumers by name, and cuts
 // trailing defaults of the array encoding.
-func encodeKVEvent(e kvEvent, blockSize int, encoding string) any {
+func encodeKVEvent(e KVEvent, blockSize int, encoding string) any {
 	var parent any
-	if e.hasParent {
-		parent = e.parent.Uint64()
+	if e.HasParent {
+		parent = e.ParentHash
 	}
-	switch e.kind {
-	case kvBlockStored:
-		hashes, tokens := hashUint64s(e.hashes), e.tokens
+	switch e.Kind {
+	case KVBlockStored:
+		hashes, tokens := e.BlockHashes, e.TokenIDs
 		var loraID *int
 		var loraName *string
 		extra := make([]any, len(hashes))
-		if e.lora != "" {
-			loraID, loraName = &e.loraID, &e.lora
+		if e.LoRAName != "" {
+			loraID, loraName = &e.LoRAID, &e.LoRAName
 			for i := range extra {
-				extra[i] = []any{e.lora} // the block's extra keys, as hashed
+				extra[i] = []any{e.LoRAName} // the block's extra keys, as hashed
 			}
 		}
 		if encoding == config.KVEventsEncodingArray {
@@ -126,11 +163,11 @@ func encodeKVEvent(e kvEvent, blockSize int, encoding string) any {
 		}
 		return &storedMap{Type: "BlockStored", BlockHashes: hashes, ParentBlockHash: parent, TokenIDs: tokens,
 			BlockSize: blockSize, LoRAID: loraID, Medium: mediumGPU, LoRAName: loraName, ExtraKeys: extra}
-	case kvBlockRemoved:
+	case KVBlockRemoved:
 		if encoding == config.KVEventsEncodingArray {
-			return []any{"BlockRemoved", hashUint64s(e.hashes), mediumGPU}
+			return []any{"BlockRemoved", e.BlockHashes, mediumGPU}
 		}
-		return &removedMap{Type: "BlockRemoved", BlockHashes: hashUint64s(e.hashes), Medium: mediumGPU}
+		return &removedMap{Type: "BlockRemoved", BlockHashes: e.BlockHashes, Medium: mediumGPU}
 	default:
 		if encoding == config.KVEventsEncodingArray {
 			return []any{"AllBlocksCleared"}
@@ -165,7 +202,7 @@ type clearedMap struct {
 }
 
 // encodeKVBatch is vLLM's KVEventBatch payload: [ts, [events...], data_parallel_rank].
-func encodeKVBatch(ts float64, events []kvEvent, blockSize int, encoding string) ([]byte, error) {
+func encodeKVBatch(ts float64, events []KVEvent, blockSize int, encoding string) ([]byte, error) {
 	enc := make([]any, len(events))
 	for i, e := range events {
 		enc[i] = encodeKVEvent(e, blockSize, encoding)
@@ -231,7 +268,7 @@ func newKVPublisher(cfg config.Sim) (*kvPublisher, error) {
 }
 
 // publish sends one batch. Called from the step loop only, so sequences follow steps.
-func (p *kvPublisher) publish(ts float64, events []kvEvent) error {
+func (p *kvPublisher) publish(ts float64, events []KVEvent) error {
 	payload, err := encodeKVBatch(ts, events, p.blockSize, p.encoding)
 	if err != nil {
 		return err

@@ -35,15 +35,15 @@ func TestKVBatchGolden(t *testing.T) {
 	for i := range toks {
 		toks[i] = 16 + i
 	}
-	stored := kvEvent{kind: kvBlockStored, hashes: []BlockHash{h1}, parent: h0, hasParent: true, tokens: toks}
-	removed := kvEvent{kind: kvBlockRemoved, hashes: []BlockHash{h0}}
+	stored := KVEvent{Kind: KVBlockStored, BlockHashes: []uint64{h1.Uint64()}, ParentHash: h0.Uint64(), HasParent: true, TokenIDs: toks}
+	removed := KVEvent{Kind: KVBlockRemoved, BlockHashes: []uint64{h0.Uint64()}}
 	const ts = 1789095808.8378847
 	for _, tc := range []struct {
 		enc, file string
-		events    []kvEvent
+		events    []KVEvent
 	}{
-		{config.KVEventsEncodingArray, "testdata/sim_array.msgpack", []kvEvent{stored, removed}},
-		{config.KVEventsEncodingMap, "testdata/sim_map.msgpack", []kvEvent{stored, removed, {kind: kvAllBlocksCleared}}},
+		{config.KVEventsEncodingArray, "testdata/sim_array.msgpack", []KVEvent{stored, removed}},
+		{config.KVEventsEncodingMap, "testdata/sim_map.msgpack", []KVEvent{stored, removed, {Kind: KVAllBlocksCleared}}},
 	} {
 		t.Run(tc.enc, func(t *testing.T) {
 			want, err := os.ReadFile(tc.file)
@@ -125,13 +125,12 @@ func TestOffsetEndpointPort(t *testing.T) {
 // BenchmarkKVBatchEncode is the step loop's cost of publishing a typical step: one request's
 // 8 new blocks stored and 8 evictions.
 func BenchmarkKVBatchEncode(b *testing.B) {
-	var h BlockHash
-	stored := kvEvent{kind: kvBlockStored, tokens: make([]int, 128), hasParent: true}
-	events := []kvEvent{stored}
+	stored := KVEvent{Kind: KVBlockStored, TokenIDs: make([]int, 128), HasParent: true}
+	events := []KVEvent{stored}
 	for i := range 8 {
-		h[31] = byte(i)
-		events[0].hashes = append(events[0].hashes, h)
-		events = append(events, kvEvent{kind: kvBlockRemoved, hashes: []BlockHash{h}})
+		h := uint64(i)
+		events[0].BlockHashes = append(events[0].BlockHashes, h)
+		events = append(events, KVEvent{Kind: KVBlockRemoved, BlockHashes: []uint64{h}})
 	}
 	for _, enc := range []string{config.KVEventsEncodingMap, config.KVEventsEncodingArray} {
 		b.Run(enc, func(b *testing.B) {

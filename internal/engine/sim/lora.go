@@ -128,7 +128,7 @@ func (s *Server) adapterFor(req *genRequest) (*loraAdapter, error) {
 
 // loraInfoLabels is vllm:lora_requests_info's label set for the core's state: the adapters of
 // running and of waiting requests, sorted and comma-joined (vllm/v1/metrics/loggers.py).
-func (c *core) loraInfo() (running, waiting string) {
+func (c *Engine) loraInfo() (running, waiting string) {
 	set := func(seqs []*sequence) string {
 		var names []string
 		for _, s := range seqs {

@@ -32,6 +32,9 @@ type ModelProfile struct {
 	// TensorParallel is the number of GPUs the model is sharded over (vLLM's
 	// --tensor-parallel-size); 0 or 1 means one GPU. Weights, KV cache and FLOPs split evenly.
 	TensorParallel int
+	// Tokenizer names the model's tokenizer in internal/tokenizer ("llama-3", "qwen2"): its
+	// vocabulary, chat template, BOS and EOS.
+	Tokenizer string
 }
 
 // TP is the tensor-parallel degree, at least 1.
@@ -74,17 +77,17 @@ var gpuAliases = map[string]string{
 var modelProfiles = map[string]ModelProfile{
 	// meta-llama/Llama-3.1-8B config.json: 32 layers, 32 attention heads, 8 KV heads, hidden 4096
 	// (head dim 128), BF16; 8,030,261,248 parameters (model card: "8B").
-	"llama-3.1-8b": {Name: "Llama-3.1-8B", Params: 8.03e9, Layers: 32, KVHeads: 8, HeadDim: 128, DTypeBytes: 2},
+	"llama-3.1-8b": {Name: "Llama-3.1-8B", Params: 8.03e9, Layers: 32, KVHeads: 8, HeadDim: 128, DTypeBytes: 2, Tokenizer: "llama-3"},
 	// Qwen/Qwen3-8B model card: 8.2B parameters, 36 layers, 32 Q heads and 8 KV heads (GQA);
 	// config.json head_dim 128, BF16.
-	"qwen3-8b": {Name: "Qwen3-8B", Params: 8.19e9, Layers: 36, KVHeads: 8, HeadDim: 128, DTypeBytes: 2},
+	"qwen3-8b": {Name: "Qwen3-8B", Params: 8.19e9, Layers: 36, KVHeads: 8, HeadDim: 128, DTypeBytes: 2, Tokenizer: "qwen2"},
 	// meta-llama/Llama-3.1-70B config.json: 80 layers, 64 attention heads, 8 KV heads, hidden
 	// 8192 (head dim 128), BF16; 70.6B parameters (model card). Served with TP 4: 141 GB of
 	// weights need at least two 80 GB GPUs, and 4 is the common H100 deployment.
-	"llama-3.1-70b": {Name: "Llama-3.1-70B", Params: 70.6e9, Layers: 80, KVHeads: 8, HeadDim: 128, DTypeBytes: 2, TensorParallel: 4},
+	"llama-3.1-70b": {Name: "Llama-3.1-70B", Params: 70.6e9, Layers: 80, KVHeads: 8, HeadDim: 128, DTypeBytes: 2, TensorParallel: 4, Tokenizer: "llama-3"},
 	// Qwen/Qwen3-32B model card: 32.8B parameters, 64 layers, 64 Q heads and 8 KV heads (GQA);
 	// config.json head_dim 128, BF16. Served with TP 2 (66 GB of weights).
-	"qwen3-32b": {Name: "Qwen3-32B", Params: 32.8e9, Layers: 64, KVHeads: 8, HeadDim: 128, DTypeBytes: 2, TensorParallel: 2},
+	"qwen3-32b": {Name: "Qwen3-32B", Params: 32.8e9, Layers: 64, KVHeads: 8, HeadDim: 128, DTypeBytes: 2, TensorParallel: 2, Tokenizer: "qwen2"},
 }
 
 var modelAliases = map[string]string{

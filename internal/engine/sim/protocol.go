@@ -34,6 +34,11 @@ type genRequest struct {
 	AddSpecialTokens    *bool           `json:"add_special_tokens"`
 	Tools               json.RawMessage `json:"tools"`
 	ToolChoice          json.RawMessage `json:"tool_choice"`
+	// Stop, StopTokenIDs and IncludeStopStrInOutput are vLLM's stop parameters
+	// (vllm/entrypoints/openai/protocol.py -> SamplingParams): stop is a string or a list.
+	Stop                   json.RawMessage `json:"stop"`
+	StopTokenIDs           []int           `json:"stop_token_ids"`
+	IncludeStopStrInOutput bool            `json:"include_stop_str_in_output"`
 }
 
 // addSpecialTokens is add_special_tokens of a completion or tokenize prompt: default true, so a

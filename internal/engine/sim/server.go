@@ -44,8 +44,8 @@ type Server struct {
 	simStats *simMetrics
 	metricsH http.Handler
 
-	mu     sync.Mutex // guards core, closed, adapters and nextLoRAID
-	core   *core
+	mu     sync.Mutex // guards eng, closed, adapters and nextLoRAID
+	eng    *Engine
 	closed bool
 	// adapters are the loaded LoRA adapters by name; nextLoRAID is the last id handed out.
 	adapters   map[string]*loraAdapter
@@ -77,8 +77,7 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 	if clk == nil {
 		return nil, errors.New("sim: nil clock")
 	}
-	gpu, err := LookupGPU(cfg.GPU)
-	if err != nil {
+	if _, err := LookupGPU(cfg.GPU); err != nil {
 		return nil, err
 	}
 	model, err := LookupModel(cfg.Model)
@@ -106,28 +105,16 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 		return nil, fmt.Errorf("sim: faults.reset_after and faults.cold_start must not be negative, got %d and %s",
 			cfg.Faults.ResetAfter, cfg.Faults.ColdStart.D())
 	}
+	eng, err := NewEngine(cfg, name)
+	if err != nil {
+		return nil, err
+	}
 	util := DefaultGPUMemoryUtilization
 	if cfg.GPUMemoryUtilization != nil {
 		util = *cfg.GPUMemoryUtilization
 	}
-	if util <= 0 || util > 1 {
-		return nil, fmt.Errorf("sim: gpu_memory_utilization must be in (0, 1], got %g", util)
-	}
-	if cfg.NumGPUBlocks == 0 {
-		cfg.NumGPUBlocks = NumGPUBlocks(gpu, model, cfg.BlockSize, util)
-		if cfg.NumGPUBlocks == 0 {
-			return nil, fmt.Errorf("sim: %s (TP %d) does not fit in %s memory at gpu_memory_utilization %g",
-				model.Name, model.TP(), gpu.Name, util)
-		}
-	}
-	// vLLM refuses to start when the KV cache cannot hold one request of max_model_len tokens
-	// (vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory); so does the simulator, or
-	// such a request would wait forever. One block is the null block.
-	if need := (cfg.MaxModelLen + cfg.BlockSize - 1) / cfg.BlockSize; cfg.NumGPUBlocks-1 < need {
-		return nil, fmt.Errorf("sim: num_gpu_blocks %d cannot hold one request of max_model_len %d (needs %d blocks of %d tokens plus the null block)",
-			cfg.NumGPUBlocks, cfg.MaxModelLen, need, cfg.BlockSize)
-	}
-	tok, err := loadTokenizer()
+	cfg.NumGPUBlocks = eng.totals.NumGPUBlocks
+	tok, err := loadTokenizerFor(model)
 	if err != nil {
 		return nil, err
 	}
@@ -147,19 +134,18 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 			max(1, cfg.MaxLoras)),
 		simStats: simStats,
 		metricsH: promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
-		core: newCore(coreConfig{numBlocks: cfg.NumGPUBlocks, blockSize: cfg.BlockSize, maxNumSeqs: cfg.MaxNumSeqs,
-			maxBatchedTokens: defaultMaxNumBatchedTokens, maxLoras: cfg.MaxLoras, timing: NewTiming(gpu, model),
-			hashSeed: DefaultHashSeed}),
+		eng:      eng,
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		adapters: map[string]*loraAdapter{},
 		faults:   newFaults(cfg.Faults, cfg.Seed, name, clk.Now()),
 	}
+	eng.scale = scale
+	eng.EnableKVEvents(cfg.KVEventsEndpoint != "")
 	if cfg.KVEventsEndpoint != "" {
 		if s.kvPub, err = newKVPublisher(cfg); err != nil {
 			return nil, err
 		}
-		s.core.kv.events = &kvEventLog{}
 	}
 	s.wg.Add(1)
 	go s.run()
@@ -190,7 +176,7 @@ func (s *Server) CachedBlockHashes() map[uint64]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[uint64]int)
-	for h, n := range s.core.kv.cachedHashes() {
+	for h, n := range s.eng.kv.cachedHashes() {
 		out[h.Uint64()] += n
 	}
 	return out
@@ -211,7 +197,7 @@ func (s *Server) KVEventsPublished() uint64 {
 // AllBlocksCleared. It returns false, changing nothing, while requests hold blocks.
 func (s *Server) ResetPrefixCache() bool {
 	s.mu.Lock()
-	ok := s.core.kv.reset()
+	ok := s.eng.ResetPrefixCache()
 	s.mu.Unlock()
 	s.wake() // the step loop publishes the event
 	return ok
@@ -219,7 +205,7 @@ func (s *Server) ResetPrefixCache() bool {
 
 // publishKVEvents sends the events of the core's log as one batch. Called by the step loop
 // only, without s.mu.
-func (s *Server) publishKVEvents(events []kvEvent, at time.Time) {
+func (s *Server) publishKVEvents(events []KVEvent, at time.Time) {
 	if len(events) == 0 {
 		return
 	}
@@ -236,7 +222,7 @@ func (s *Server) Close() {
 		s.wg.Wait()
 		s.mu.Lock()
 		s.closed = true
-		s.core.failAll(errEngineClosed)
+		s.eng.failAll(errEngineClosed)
 		s.mu.Unlock()
 		if s.kvPub != nil {
 			s.kvPub.close()
@@ -247,10 +233,10 @@ func (s *Server) Close() {
 // Registry is the replica's own Prometheus registry, the one /metrics serves.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
-// run is the step loop: schedule a step, wait its modelled duration on the clock, complete it.
+// run is the step loop: schedule a step, wait until its modelled end on the clock, complete it.
 // Steps follow each other on the clock's timeline: a busy engine starts a step at the previous
 // one's end, not when the loop happened to wake up, so goroutine wake-up jitter does not make
-// it fall behind its clock (the lag is measured in strata_engine_sim_lag_seconds).
+// it fall behind its clock; how late each step really ends is strata_sim_step_lag_seconds.
 func (s *Server) run() {
 	defer s.wg.Done()
 	var cursor time.Time
@@ -261,28 +247,42 @@ func (s *Server) run() {
 		if busy && cursor.Before(start) {
 			start = cursor
 		}
-		plan := s.core.schedule(start)
+		st, ok := s.eng.Schedule(start)
 		s.recordLocked()
-		events := s.core.kv.events.take()
-		if plan == nil {
+		// The step's events are only read here, before the next Schedule reuses them.
+		events := st.KVEvents
+		if !ok {
+			wake, hasWake := s.eng.NextWake()
 			s.mu.Unlock()
 			s.publishKVEvents(events, start)
 			busy = false
+			var t clock.Timer
+			var timer <-chan time.Time
+			if hasWake {
+				t = s.clk.NewTimer(max(0, wake.Sub(s.clk.Now())))
+				timer = t.C()
+			}
 			select {
 			case <-s.kick:
-				continue
+			case <-timer:
 			case <-s.done:
+				if t != nil {
+					t.Stop()
+				}
 				return
 			}
+			if t != nil {
+				t.Stop()
+			}
+			continue
 		}
-		dur := plan.duration
+		deadline := st.End
 		s.mu.Unlock()
 		// vLLM's scheduler publishes the events of a step when it schedules it.
 		s.publishKVEvents(events, start)
 
 		s.simStats.steps.Inc()
-		s.simStats.stepTime.Observe(dur.Seconds())
-		deadline := start.Add(time.Duration(float64(dur) * s.scale))
+		s.simStats.stepTime.Observe(deadline.Sub(start).Seconds() / max(s.scale, 1e-9))
 		if wait := deadline.Sub(s.clk.Now()); wait > 0 {
 			t := s.clk.NewTimer(wait)
 			select {
@@ -292,24 +292,25 @@ func (s *Server) run() {
 				return
 			}
 		}
+		s.mu.Lock()
+		st = s.eng.Complete()
+		s.recordLocked()
+		n := len(events)
+		events = st.KVEvents[n:] // none in practice: completion frees, it never evicts
+		s.mu.Unlock()
 		if s.scale > 0 {
 			s.simStats.lag.Observe(max(0, s.clk.Since(deadline).Seconds()))
 		}
-		s.mu.Lock()
-		s.core.complete(plan, deadline)
-		s.recordLocked()
-		events = s.core.kv.events.take() // evictions do not happen here; kept for safety
-		s.mu.Unlock()
 		s.publishKVEvents(events, deadline)
 		cursor, busy = deadline, true
 	}
 }
 
-// recordLocked moves the core's statistics into the metrics. s.mu is held.
+// recordLocked moves the engine's statistics into the metrics. s.mu is held.
 func (s *Server) recordLocked() {
-	st := &s.core.stats
-	s.metrics.record(st, len(s.core.running), len(s.core.waiting), s.core.kv.usage())
-	run, wait := s.core.loraInfo()
+	st := &s.eng.stats
+	s.metrics.record(st, len(s.eng.running), len(s.eng.waiting), s.eng.kv.usage())
+	run, wait := s.eng.loraInfo()
 	s.metrics.setLoRAInfo(run, wait, s.clk.Now())
 	st.reset()
 }
@@ -330,9 +331,9 @@ func (s *Server) submit(seqs []*sequence) error {
 	}
 	now := s.clk.Now()
 	for _, q := range seqs {
-		s.core.add(q, now)
+		s.eng.add(q, now)
 	}
-	s.metrics.waiting.Set(float64(len(s.core.waiting)))
+	s.metrics.waiting.Set(float64(len(s.eng.waiting)))
 	s.wake()
 	return nil
 }
@@ -341,7 +342,7 @@ func (s *Server) submit(seqs []*sequence) error {
 func (s *Server) abort(seqs []*sequence) {
 	s.mu.Lock()
 	for _, q := range seqs {
-		s.core.abort(q)
+		s.eng.abort(q)
 	}
 	s.mu.Unlock()
 	s.wake()

@@ -550,7 +550,7 @@ func TestVirtualTimeLatency(t *testing.T) {
 	require.EqualValues(t, 20, resp.Usage.CompletionTokens)
 
 	L := int(resp.Usage.PromptTokens)
-	tm := s.core.timing
+	tm := s.eng.timing
 	ttft := tm.StepTime(L, 0, L)
 	e2e := ttft
 	for k := 2; k <= 20; k++ {

@@ -6,53 +6,31 @@ import (
 	"sync"
 	"time"
 	"unicode"
-	"unicode/utf8"
-
-	"github.com/tiktoken-go/tokenizer"
 
 	"github.com/strata-inference/strata/internal/openai"
+	"github.com/strata-inference/strata/internal/tokenizer"
 )
 
-// Tokenization: a real byte-level BPE, OpenAI's cl100k_base from github.com/tiktoken-go/tokenizer
-// (pure Go, vocabulary embedded), stands in for the model's own tokenizer until issue 3 brings
-// the Llama-3 and Qwen vocabularies. Llama-3's BPE extends cl100k's (same pre-tokenizer pattern,
-// 100k of its 128k merges), so ordinary text gets nearly the same counts; on top of cl100k the
-// simulator knows Llama-3's special tokens with their real ids, so chat templates, BOS and EOS
-// count exactly as on Llama-3.
+// Tokenization: each model profile names its tokenizer (ModelProfile.Tokenizer), and the
+// simulator tokenizes with the model's real vocabulary (internal/tokenizer: Llama 3's 128k or
+// Qwen2/Qwen3's 151k byte-level BPE), chat template, BOS and EOS, so prompt token counts, prefix
+// cache blocks and /tokenize answers are those of vLLM serving that model.
 //
-// The vocabulary is loaded once per process, on the first New, and shared by every replica:
-// the codec is immutable after loading and safe for concurrent use.
+// Vocabularies are loaded once per process and shared by every replica; a tokenizerSet adds the
+// generation vocabulary of the simulated answers and is shared per tokenizer too.
 
-// Llama-3 special tokens (meta-llama/Meta-Llama-3-8B-Instruct tokenizer.json added_tokens).
-const (
-	bosToken = 128000 // <|begin_of_text|>
-	// eosToken ends a generation that stops by itself: <|eot_id|>, Llama-3-Instruct's end of
-	// turn. It is counted as a completion token and has no text, as in vLLM.
-	eosToken = 128009
-	// vocabSize is Llama-3's; larger prompt token ids are out of vocabulary.
-	vocabSize = 128256
-)
-
-var specialTokens = map[string]int{
-	"<|begin_of_text|>":   128000,
-	"<|end_of_text|>":     128001,
-	"<|start_header_id|>": 128006,
-	"<|end_header_id|>":   128007,
-	"<|eom_id|>":          128008,
-	"<|eot_id|>":          128009,
-	"<|python_tag|>":      128010,
-}
-
+// tokenizerSet is the tokenizer of one model family plus the words answers are made of.
 type tokenizerSet struct {
-	codec tokenizer.Codec
+	*tokenizer.Tokenizer
 	// words are the generation vocabulary: entries whose three forms are single tokens.
 	words []word
 	// text maps every generation token to its text.
 	text map[int]string
 	// period and comma are the punctuation tokens of generated text.
 	period, comma int
-	// specialText maps Llama-3 special token ids to their text.
-	specialText map[int]string
+	// eos ends an answer that stops by itself (the family's end of turn: <|eot_id|>,
+	// <|im_end|>). It is counted as a completion token and has no text, as in vLLM.
+	eos int
 }
 
 // word is one generation word in its three single-token forms.
@@ -60,46 +38,59 @@ type word struct {
 	bare, spaced, capital int // "Word" (answer start), " word", " Word" (sentence start)
 }
 
-var shared struct {
-	once     sync.Once
-	tok      *tokenizerSet
-	err      error
-	loadTime time.Duration
+var sets struct {
+	mu       sync.Mutex
+	byName   map[string]*tokenizerSet
+	loadTime map[string]time.Duration
 }
 
-// loadTokenizer returns the process-wide tokenizer, loading it on first use.
-func loadTokenizer() (*tokenizerSet, error) {
-	shared.once.Do(func() {
-		start := time.Now()
-		shared.tok, shared.err = newTokenizerSet()
-		shared.loadTime = time.Since(start)
-	})
-	return shared.tok, shared.err
-}
-
-func newTokenizerSet() (*tokenizerSet, error) {
-	codec, err := tokenizer.Get(tokenizer.Cl100kBase)
+// loadTokenizerFor returns the process-wide tokenizer of model's family, loading it on first use.
+func loadTokenizerFor(model ModelProfile) (*tokenizerSet, error) {
+	name := model.Tokenizer
+	if name == "" {
+		name = defaultTokenizer
+	}
+	sets.mu.Lock()
+	defer sets.mu.Unlock()
+	if t, ok := sets.byName[name]; ok {
+		return t, nil
+	}
+	start := time.Now()
+	t, err := newTokenizerSet(name)
 	if err != nil {
-		return nil, fmt.Errorf("sim: load cl100k_base: %w", err)
+		return nil, err
 	}
-	t := &tokenizerSet{codec: codec, text: map[int]string{eosToken: ""}, specialText: map[int]string{}}
-	for text, id := range specialTokens {
-		t.specialText[id] = text
+	if sets.byName == nil {
+		sets.byName, sets.loadTime = map[string]*tokenizerSet{}, map[string]time.Duration{}
 	}
+	sets.byName[name] = t
+	sets.loadTime[name] = time.Since(start)
+	return t, nil
+}
+
+// defaultTokenizer serves a profile that names none.
+const defaultTokenizer = "llama-3"
+
+func newTokenizerSet(name string) (*tokenizerSet, error) {
+	tok, err := tokenizer.Load(name)
+	if err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	t := &tokenizerSet{Tokenizer: tok, eos: tok.EOS(), text: map[int]string{tok.EOS(): ""}}
 	single := func(s string) (int, bool) {
-		ids, _, err := codec.Encode(s)
-		if err != nil || len(ids) != 1 {
+		ids := tok.Encode(s)
+		if len(ids) != 1 {
 			return 0, false
 		}
-		t.text[int(ids[0])] = s
-		return int(ids[0]), true
+		t.text[ids[0]] = s
+		return ids[0], true
 	}
 	var ok1, ok2 bool
 	if t.period, ok1 = single("."); !ok1 {
-		return nil, fmt.Errorf("sim: tokenizer lacks a single-token %q", ".")
+		return nil, fmt.Errorf("sim: tokenizer %s lacks a single-token %q", name, ".")
 	}
 	if t.comma, ok2 = single(","); !ok2 {
-		return nil, fmt.Errorf("sim: tokenizer lacks a single-token %q", ",")
+		return nil, fmt.Errorf("sim: tokenizer %s lacks a single-token %q", name, ",")
 	}
 	for _, w := range strings.Fields(generationWords) {
 		c := capitalize(w)
@@ -111,7 +102,7 @@ func newTokenizerSet() (*tokenizerSet, error) {
 		}
 	}
 	if len(t.words) < 100 {
-		return nil, fmt.Errorf("sim: only %d generation words are single tokens", len(t.words))
+		return nil, fmt.Errorf("sim: only %d generation words are single tokens of %s", len(t.words), name)
 	}
 	return t, nil
 }
@@ -122,148 +113,60 @@ func capitalize(w string) string {
 	return string(r)
 }
 
-// encode tokenizes text. Llama-3 special tokens written in the text become their ids, as
-// Hugging Face tokenizers do; everything else is BPE-encoded with cl100k_base.
-func (t *tokenizerSet) encode(text string) []int {
-	out := make([]int, 0, len(text)/4+1)
-	for len(text) > 0 {
-		i := strings.Index(text, "<|")
-		id, n := -1, 0
-		for i >= 0 {
-			if id, n = matchSpecial(text[i:]); id >= 0 {
-				break
-			}
-			j := strings.Index(text[i+2:], "<|")
-			if j < 0 {
-				i = -1
-				break
-			}
-			i += 2 + j
-		}
-		plain := text
-		if i >= 0 {
-			plain = text[:i]
-		}
-		out = t.encodePlain(out, plain)
-		if i < 0 {
-			break
-		}
-		out = append(out, id)
-		text = text[i+n:]
-	}
-	return out
-}
+// encode tokenizes prompt text as vLLM does: added tokens written in the text ("<|eot_id|>")
+// become their ids, as Hugging Face tokenizers do by default; no BOS.
+func (t *tokenizerSet) encode(text string) []int { return t.EncodeSpecial(text) }
 
-// encodePrompt tokenizes a completion prompt, starting it with BOS when addBOS.
+// encodePrompt tokenizes a completion prompt, starting it with BOS when addBOS and the family
+// has one (add_special_tokens: Llama 3 adds <|begin_of_text|>, Qwen none).
 func (t *tokenizerSet) encodePrompt(text string, addBOS bool) []int {
-	ids := t.encode(text)
-	if addBOS {
-		ids = append([]int{bosToken}, ids...)
+	ids := t.EncodeSpecial(text)
+	if bos, ok := t.BOS(); ok && addBOS {
+		ids = append([]int{bos}, ids...)
 	}
 	return ids
 }
 
-// maxSpecialLen bounds the length of a special token, so matching one is O(1).
-const maxSpecialLen = len("<|start_header_id|>")
-
-// maxWhitespaceRun bounds the whitespace runs handed to the BPE in one piece. The codec's
-// pre-tokenizer is a backtracking regexp (dlclark/regexp2) that costs O(k^2) on a run of k
-// whitespace characters mixing newlines ("\n \n \n ...": 64 KiB take 1.7 s, 1 MiB 7 min),
-// where Hugging Face's tokenizers are linear. Longer runs are cut into pieces of about this
-// size, preferably after a newline; their token counts can differ slightly from cl100k's.
-const maxWhitespaceRun = 256
-
-// encodePlain appends the BPE tokens of text, which holds no special token.
-func (t *tokenizerSet) encodePlain(out []int, text string) []int {
-	start, run := 0, 0
-	for i, r := range text {
-		if !unicode.IsSpace(r) {
-			run = 0
-			continue
-		}
-		run++
-		if (run >= maxWhitespaceRun && r == '\n') || run >= 2*maxWhitespaceRun {
-			end := i + utf8.RuneLen(r)
-			out = t.appendBPE(out, text[start:end])
-			start, run = end, 0
-		}
-	}
-	return t.appendBPE(out, text[start:])
-}
-
-func (t *tokenizerSet) appendBPE(out []int, text string) []int {
-	if text == "" {
-		return out
-	}
-	ids, _, _ := t.codec.Encode(text) // ErrorModeNone: Encode does not fail
-	for _, x := range ids {
-		out = append(out, int(x))
-	}
-	return out
-}
-
-func matchSpecial(s string) (id, n int) {
-	end := strings.Index(s[:min(len(s), maxSpecialLen)], "|>")
-	if end < 0 {
-		return -1, 0
-	}
-	if id, ok := specialTokens[s[:end+2]]; ok {
-		return id, end + 2
-	}
-	return -1, 0
-}
-
-// tokenString returns the text of one token id for /tokenize's token_strs.
+// tokenString returns a token's piece for /tokenize's token_strs (vLLM:
+// tokenizer.convert_ids_to_tokens), "" for an id without a token.
 func (t *tokenizerSet) tokenString(id int) string {
-	if s, ok := t.specialText[id]; ok {
-		return s
-	}
-	if s, ok := t.text[id]; ok {
-		return s
-	}
-	s, err := t.codec.Decode([]uint{uint(id)})
-	if err != nil {
-		return ""
-	}
+	s, _ := t.TokenString(id)
 	return s
 }
 
-// detokenize returns the text of generated tokens (all from the generation vocabulary).
+// detokenize returns the text of token ids, skipping special tokens (vLLM's default
+// skip_special_tokens=True for generated text).
 func (t *tokenizerSet) detokenize(ids []int) string {
 	var b strings.Builder
 	for _, id := range ids {
-		b.WriteString(t.text[id])
+		if s, ok := t.text[id]; ok {
+			b.WriteString(s)
+		} else if !t.IsSpecial(id) {
+			b.Write(t.TokenBytes(id))
+		}
 	}
 	return b.String()
 }
 
-// renderChat renders messages with the Llama 3 chat template (meta-llama/Meta-Llama-3-8B-Instruct
-// tokenizer_config.json chat_template), as text:
-//
-//	<|begin_of_text|>{for each message: <|start_header_id|>ROLE<|end_header_id|>\n\nCONTENT<|eot_id|>}
-//	[<|start_header_id|>assistant<|end_header_id|>\n\n]   (add_generation_prompt)
-//
-// CONTENT is trimmed, as the template's `| trim` does. Because the template ends with "\n\n"
-// and generated answers start with a word, re-rendering a conversation that includes an answer
-// tokenizes that answer to the same tokens it was generated as, so turn 2 hits turn 1's blocks.
+// decodeAny is /detokenize and the text of token-id embedding inputs: every id's text,
+// special tokens included (vLLM's /detokenize calls tokenizer.decode without skipping).
+func (t *tokenizerSet) decodeAny(ids []int) string { return t.Decode(ids) }
+
+// inVocab reports whether id is a token of the vocabulary (vLLM rejects prompts with others).
+func (t *tokenizerSet) inVocab(id int) bool { return id >= 0 && id < t.VocabSize() }
+
+// renderChat renders messages with the chat template of the default tokenizer (Llama 3), for
+// tests on the default model; the server renders with its model's tokenizer (EncodeChat).
 func renderChat(messages []openai.Message, addGenerationPrompt bool) string {
-	var b strings.Builder
-	b.WriteString("<|begin_of_text|>")
-	for _, m := range messages {
-		b.WriteString("<|start_header_id|>")
-		b.WriteString(m.Role)
-		b.WriteString("<|end_header_id|>\n\n")
-		b.WriteString(strings.TrimSpace(m.ContentText()))
-		b.WriteString("<|eot_id|>")
+	t, err := tokenizer.Load(defaultTokenizer)
+	if err != nil {
+		panic(err) // embedded data: cannot fail after the package tests pass
 	}
-	if addGenerationPrompt {
-		b.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
-	}
-	return b.String()
+	return t.ApplyChatTemplate(messages, addGenerationPrompt)
 }
 
-// generationWords are common English words; those that are single cl100k tokens in all three
-// forms make up the generation vocabulary.
+// generationWords are common English words; those that are single tokens in all three forms
+// make up the generation vocabulary.
 const generationWords = `
 the of and to in is that for it as was with be by on not he this are or his from at which but
 have an they you were her she there one all we their been has when who will more no if out so

@@ -261,7 +261,7 @@ func exampleOf(schema any, depth int) any {
 // toolCallTokens is the engine output of call c: its text's tokens and EOS, or nil when they do
 // not fit in limit tokens.
 func (t *tokenizerSet) toolCallTokens(c *toolCall, limit int) []int {
-	toks := append(t.encodePlain(nil, c.text()), eosToken)
+	toks := append(t.Encode(c.text()), t.eos)
 	if len(toks) > limit {
 		return nil
 	}

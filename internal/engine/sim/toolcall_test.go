@@ -111,11 +111,11 @@ func TestToolCallOpenAIClient(t *testing.T) {
 	require.Equal(t, "tool_calls", resp.Choices[0].FinishReason)
 	require.Equal(t, "get_weather", resp.Choices[0].Message.ToolCalls[0].Function.Name)
 	// The engine generated the call's text and EOS.
-	require.Equal(t, int64(len(testTok(t).encodePlain(nil, `{"name": "get_weather", "arguments": {"city":"example"}}`))+1), resp.Usage.CompletionTokens)
+	require.Equal(t, int64(len(testTok(t).Encode(`{"name": "get_weather", "arguments": {"city":"example"}}`))+1), resp.Usage.CompletionTokens)
 }
 
 func testTok(t *testing.T) *tokenizerSet {
-	tok, err := loadTokenizer()
+	tok, err := loadTokenizerFor(ModelProfile{Tokenizer: defaultTokenizer})
 	require.NoError(t, err)
 	return tok
 }

@@ -10,16 +10,20 @@ import (
 	"github.com/strata-inference/strata/internal/router/plugins/healthfilter"
 	"github.com/strata-inference/strata/internal/router/plugins/inflighttokens"
 	"github.com/strata-inference/strata/internal/router/plugins/kvcachescorer"
+	"github.com/strata-inference/strata/internal/router/plugins/loraaffinity"
 	"github.com/strata-inference/strata/internal/router/plugins/maxscorepicker"
 	"github.com/strata-inference/strata/internal/router/plugins/modelfilter"
 	"github.com/strata-inference/strata/internal/router/plugins/nohitlru"
 	"github.com/strata-inference/strata/internal/router/plugins/poweroftwo"
+	"github.com/strata-inference/strata/internal/router/plugins/preciseprefix"
 	"github.com/strata-inference/strata/internal/router/plugins/predictedlatency"
 	"github.com/strata-inference/strata/internal/router/plugins/prefixscorer"
 	"github.com/strata-inference/strata/internal/router/plugins/queuescorer"
 	"github.com/strata-inference/strata/internal/router/plugins/randompicker"
+	"github.com/strata-inference/strata/internal/router/plugins/rolefilter"
 	"github.com/strata-inference/strata/internal/router/plugins/roundrobin"
 	"github.com/strata-inference/strata/internal/router/plugins/runningrequests"
+	"github.com/strata-inference/strata/internal/router/plugins/saturationfilter"
 	"github.com/strata-inference/strata/internal/router/plugins/sessionaffinity"
 	"github.com/strata-inference/strata/internal/router/plugins/weightedrandom"
 	"github.com/strata-inference/strata/internal/router/scheduling"
@@ -28,21 +32,28 @@ import (
 // Registry returns a new registry of every plugin type Strata ships.
 func Registry() scheduling.Registry {
 	return scheduling.Registry{
-		modelfilter.Type:      modelfilter.Factory,
-		healthfilter.Type:     healthfilter.Factory,
-		queuescorer.Type:      queuescorer.Factory,
-		kvcachescorer.Type:    kvcachescorer.Factory,
-		prefixscorer.Type:     prefixscorer.Factory,
-		runningrequests.Type:  runningrequests.Factory,
-		inflighttokens.Type:   inflighttokens.Factory,
-		sessionaffinity.Type:  sessionaffinity.Factory,
-		nohitlru.Type:         nohitlru.Factory,
-		predictedlatency.Type: predictedlatency.Factory,
-		maxscorepicker.Type:   maxscorepicker.Factory,
-		weightedrandom.Type:   weightedrandom.Factory,
-		poweroftwo.Type:       poweroftwo.Factory,
-		roundrobin.Type:       roundrobin.Factory,
-		randompicker.Type:     randompicker.Factory,
+		modelfilter.Type:        modelfilter.Factory,
+		healthfilter.Type:       healthfilter.Factory,
+		queuescorer.Type:        queuescorer.Factory,
+		kvcachescorer.Type:      kvcachescorer.Factory,
+		prefixscorer.Type:       prefixscorer.Factory,
+		preciseprefix.Type:      preciseprefix.Factory,
+		loraaffinity.ScorerType: loraaffinity.ScorerFactory,
+		loraaffinity.FilterType: loraaffinity.FilterFactory,
+		rolefilter.Type:         rolefilter.Factory,
+		rolefilter.PrefillType:  rolefilter.PrefillFactory,
+		rolefilter.DecodeType:   rolefilter.DecodeFactory,
+		saturationfilter.Type:   saturationfilter.Factory,
+		runningrequests.Type:    runningrequests.Factory,
+		inflighttokens.Type:     inflighttokens.Factory,
+		sessionaffinity.Type:    sessionaffinity.Factory,
+		nohitlru.Type:           nohitlru.Factory,
+		predictedlatency.Type:   predictedlatency.Factory,
+		maxscorepicker.Type:     maxscorepicker.Factory,
+		weightedrandom.Type:     weightedrandom.Factory,
+		poweroftwo.Type:         poweroftwo.Factory,
+		roundrobin.Type:         roundrobin.Factory,
+		randompicker.Type:       randompicker.Factory,
 	}
 }
 
@@ -90,12 +101,13 @@ func DefaultProfile(r config.Router) config.EndpointPickerConfig {
 }
 
 // Build builds the router's scheduler: cfg.Scheduler when set, else DefaultProfile(cfg), with
-// every shipped plugin type available. src seeds the plugins' random sources (nil: random).
-// Errors name the offending plugin and field; see scheduling.Build.
-func Build(cfg config.Router, src scheduling.RandSource) (*scheduling.Scheduler, error) {
+// every shipped plugin type available. src seeds the plugins' random sources (nil: random); opts
+// pass the logger (scheduling.WithLogger). Errors name the offending plugin and field; see
+// scheduling.Build.
+func Build(cfg config.Router, src scheduling.RandSource, opts ...scheduling.BuildOption) (*scheduling.Scheduler, error) {
 	epc := DefaultProfile(cfg)
 	if cfg.Scheduler != nil {
 		epc = *cfg.Scheduler
 	}
-	return scheduling.Build(epc, Registry(), src)
+	return scheduling.Build(epc, Registry(), src, opts...)
 }

@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -29,19 +30,34 @@ func load(t *testing.T, path string) (*scheduling.Scheduler, error) {
 // and the field; a new bad file without an entry fails the test.
 func TestBadSchedulerConfigs(t *testing.T) {
 	want := map[string]string{
-		"unknown_type":            `plugins[1] "quue-scorer" (quue-scorer): type: unknown plugin type "quue-scorer" (want one of health-filter, in-flight-tokens-scorer,`,
-		"unknown_parameter":       `plugins[0] "prefix" (prefix-cache-scorer): parameters: unknown field "hashBlockSize"`,
-		"bad_parameter_value":     `plugins[1] "prefix" (prefix-cache-scorer): parameters.blockSize: must be positive, got 0`,
-		"bad_parameter_type":      `plugins[0] "session-affinity-scorer" (session-affinity-scorer): parameters.maxSessions: want int, got string`,
-		"unknown_ref":             `schedulingProfiles[0].plugins[1].pluginRef: unknown plugin "kv-cache-utilization-scorer" (declare it under plugins)`,
-		"weight_on_picker":        `schedulingProfiles[0].plugins[1].weight: "random-picker" is not a scorer; only scorers take a weight`,
-		"negative_weight":         `schedulingProfiles[0].plugins[0].weight: must be in [0, 1e6], got -1`,
-		"two_pickers":             `schedulingProfiles[0].plugins[1].pluginRef: "max-score-picker" is a second picker; a profile has one`,
-		"duplicate_name":          `plugins[1] "load" (running-requests-scorer): name: "load" used twice`,
-		"no_profile":              `schedulingProfiles: at least one profile is required`,
-		"missing_type":            `plugins[0]: type: required (one of health-filter,`,
-		"nohitlru_without_prefix": `plugins[0] "no-hit-lru-scorer" (no-hit-lru-scorer): parameters.prefixPluginName: no plugin "prefix-cache-scorer" declared before this one`,
-		"unknown_profile_key":     `unknown field "wieght"`,
+		"unknown_type":              `plugins[1] "quue-scorer" (quue-scorer): type: unknown plugin type "quue-scorer" (want one of decode-filter, health-filter, in-flight-tokens-scorer,`,
+		"unknown_parameter":         `plugins[0] "prefix" (prefix-cache-scorer): parameters: unknown field "hashBlockSize"`,
+		"bad_parameter_value":       `plugins[1] "prefix" (prefix-cache-scorer): parameters.blockSize: must be positive, got 0`,
+		"bad_parameter_type":        `plugins[0] "session-affinity-scorer" (session-affinity-scorer): parameters.maxSessions: want int, got string`,
+		"unknown_ref":               `schedulingProfiles[0].plugins[1].pluginRef: unknown plugin "kv-cache-utilization-scorer" (declare it under plugins)`,
+		"weight_on_picker":          `schedulingProfiles[0].plugins[1].weight: "random-picker" is not a scorer; only scorers take a weight`,
+		"negative_weight":           `schedulingProfiles[0].plugins[0].weight: must be in [0, 1e6], got -1`,
+		"two_pickers":               `schedulingProfiles[0].plugins[1].pluginRef: "max-score-picker" is a second picker; a profile has one`,
+		"duplicate_name":            `plugins[1] "load" (running-requests-scorer): name: "load" used twice`,
+		"no_profile":                `schedulingProfiles: at least one profile is required`,
+		"missing_type":              `plugins[0]: type: required (one of decode-filter, health-filter,`,
+		"nohitlru_without_prefix":   `plugins[0] "no-hit-lru-scorer" (no-hit-lru-scorer): parameters.prefixPluginName: no plugin "prefix-cache-scorer" declared before this one`,
+		"unknown_profile_key":       `unknown field "wieght"`,
+		"precise_block_size":        `plugins[1] "precise" (precise-prefix-cache-scorer): parameters.blockSizeTokens: must be positive, got 0`,
+		"precise_max_blocks":        `plugins[1] "precise" (precise-prefix-cache-scorer): parameters.maxBlocksPerEndpoint: must be positive, got -1`,
+		"precise_medium_weight":     `plugins[1] "precise" (precise-prefix-cache-scorer): parameters.mediumWeights.CPU: must be in [0, 1] under a non-empty medium name, got 1.5`,
+		"precise_no_media":          `plugins[1] "precise" (precise-prefix-cache-scorer): parameters.mediumWeights: want 1 to 4 media, got 0`,
+		"precise_tokenizer":         `plugins[1] "precise" (precise-prefix-cache-scorer): parameters.tokenizer: tokenizer: unknown tokenizer "llama-2"`,
+		"precise_unknown_parameter": `plugins[1] "precise" (precise-prefix-cache-scorer): parameters: unknown field "blockSize"`,
+		"prefix_tokenizer":          `plugins[1] "prefix" (prefix-cache-scorer): parameters.tokenizer: tokenizer: unknown tokenizer "gpt-2"`,
+		"prefix_block_size_tokens":  `plugins[1] "prefix" (prefix-cache-scorer): parameters.blockSizeTokens: must be positive, got 0`,
+		"lora_threshold":            `plugins[1] "lora" (lora-affinity-filter): parameters.threshold: must be in [0, 1], got 2`,
+		"lora_scorer_parameter":     `plugins[1] "lora" (lora-affinity-scorer): parameters: unknown field "threshold"`,
+		"role_value":                `plugins[1] "role" (role-filter): parameters.role: must be "prefill", "decode" or "both", got "encode"`,
+		"prefill_filter_parameter":  `plugins[1] "prefill" (prefill-filter): parameters: unknown field "role"`,
+		"saturation_queue":          `plugins[1] "saturation" (saturation-filter): parameters.queueDepthThreshold: must be >= 0, got -1`,
+		"saturation_kv":             `plugins[1] "saturation" (saturation-filter): parameters.kvCacheUtilThreshold: must be in [0, 1], got 1.5`,
+		"saturation_stale":          `plugins[1] "saturation" (saturation-filter): parameters.dropStale: want bool, got string`,
 	}
 	files, err := filepath.Glob("testdata/*.bad.yaml")
 	require.NoError(t, err)
@@ -63,6 +79,13 @@ func TestLLMDStyleConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "filters=[model-filter health-filter] scorers=[queue-scorer:2 kv-cache-utilization-scorer:2 "+
 		"prefix-cache-scorer:3 session-affinity-scorer:1 no-hit-lru-scorer:0.5] picker=max-score-picker", s.String())
+}
+
+func TestKVEventsAndDisaggregationConfig(t *testing.T) {
+	s, err := load(t, "testdata/disagg.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "filters=[model-filter health-filter decode-filter saturation-filter lora-affinity-filter] "+
+		"scorers=[lora-affinity-scorer:1 queue-scorer:1 precise-prefix-cache-scorer:3] picker=max-score-picker", s.String())
 }
 
 // The default profile is the router's behaviour before plugin configuration: the flat keys of
@@ -114,7 +137,7 @@ func FuzzDecodeParameters(f *testing.F) {
 	f.Add([]byte(`{"blockSize":"x"}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, typ := range []string{"prefix-cache-scorer", "session-affinity-scorer", "queue-scorer"} {
+		for _, typ := range []string{"prefix-cache-scorer", "session-affinity-scorer", "queue-scorer", "precise-prefix-cache-scorer"} {
 			_, _ = Registry()[typ]("x", b, nopHandle{})
 		}
 	})
@@ -124,6 +147,7 @@ type nopHandle struct{}
 
 func (nopHandle) Plugin(string) (scheduling.Plugin, bool) { return nil, false }
 func (nopHandle) Rand() rand.Source                       { return rand.NewPCG(1, 1) }
+func (nopHandle) Logger() *slog.Logger                    { return slog.New(slog.DiscardHandler) }
 
 // Any YAML the config accepts either builds a scheduler or fails with an error: never a panic.
 func FuzzSchedulerConfig(f *testing.F) {

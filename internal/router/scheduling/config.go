@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -30,6 +31,21 @@ type Handle interface {
 	// Rand returns a new random source for one plugin. When the router runs with a fixed seed
 	// (tests, `strata replay`), the sources are deterministic in the order they are requested.
 	Rand() rand.Source
+	// Logger returns the router's logger (WithLogger), or one that discards, never nil. Plugins
+	// log once at their boundary, never per request.
+	Logger() *slog.Logger
+}
+
+// BuildOption adjusts a Build.
+type BuildOption func(*handle)
+
+// WithLogger passes the router's logger to the plugins (Handle.Logger).
+func WithLogger(log *slog.Logger) BuildOption {
+	return func(h *handle) {
+		if log != nil {
+			h.log = log
+		}
+	}
 }
 
 // Factory builds one plugin instance named name from its parameters (the raw JSON of the
@@ -86,7 +102,10 @@ const (
 type handle struct {
 	plugins map[string]Plugin
 	rng     *rand.Rand // nil: each source randomly seeded
+	log     *slog.Logger
 }
+
+func (h *handle) Logger() *slog.Logger { return h.log }
 
 func (h *handle) Plugin(name string) (Plugin, bool) {
 	p, ok := h.plugins[name]
@@ -109,8 +128,11 @@ func (h *handle) Rand() rand.Source {
 // (default: its type); exactly one profile; each reference names a declared plugin at most once;
 // weights only on scorers, finite and >= 0; at most one picker (none: max-score-picker). The
 // model and health filters run first whether referenced or not.
-func Build(cfg config.EndpointPickerConfig, reg Registry, src rand.Source) (*Scheduler, error) {
-	h := &handle{plugins: map[string]Plugin{}}
+func Build(cfg config.EndpointPickerConfig, reg Registry, src rand.Source, opts ...BuildOption) (*Scheduler, error) {
+	h := &handle{plugins: map[string]Plugin{}, log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(h)
+	}
 	if src != nil {
 		h.rng = rand.New(src)
 	}

@@ -33,9 +33,17 @@ const prefixStateKey = "prefix-cache-scorer"
 // pick, the chosen endpoint learns every block of the request, the last block first so that the
 // prompt's head is the most recently used, mirroring vLLM, which evicts a sequence's tail blocks
 // before its head.
+//
+// With a tokenizer (NewPrefixScorerTokens) the blocks are the prompt's full blocks of
+// blockTokens token ids (PromptTokens: the engine's view of the prompt), hashed the same way
+// over their little-endian 32-bit ids: closer to vLLM's own blocks than bytes, at the cost of
+// tokenizing each request once. Requests without a full block of tokens (no messages, no prompt,
+// or a very short one) fall back to character blocks.
 type PrefixScorer struct {
-	blockChars int
-	lruBlocks  int
+	blockChars  int
+	lruBlocks   int
+	tok         Tokenizer
+	blockTokens int
 
 	mu     sync.RWMutex
 	caches map[string]*lru.Cache[uint64, struct{}]
@@ -48,6 +56,22 @@ func NewPrefixScorer(blockChars, lruBlocks int) (*PrefixScorer, error) {
 		return nil, fmt.Errorf("prefix scorer: block chars (%d) and LRU blocks (%d) must be positive", blockChars, lruBlocks)
 	}
 	return &PrefixScorer{blockChars: blockChars, lruBlocks: lruBlocks, caches: map[string]*lru.Cache[uint64, struct{}]{}}, nil
+}
+
+// NewPrefixScorerTokens returns a prefix scorer that cuts prompts tokenized by tok into blocks
+// of blockTokens tokens (character blocks of blockChars bytes when a request has no prompt
+// tokens); lruBlocks block hashes are remembered per endpoint. All sizes must be positive and
+// tok non-nil.
+func NewPrefixScorerTokens(tok Tokenizer, blockTokens, blockChars, lruBlocks int) (*PrefixScorer, error) {
+	if tok == nil || blockTokens < 1 {
+		return nil, fmt.Errorf("prefix scorer: a tokenizer and positive block tokens (%d) are required", blockTokens)
+	}
+	p, err := NewPrefixScorer(blockChars, lruBlocks)
+	if err != nil {
+		return nil, err
+	}
+	p.tok, p.blockTokens = tok, blockTokens
+	return p, nil
 }
 
 // Name returns "prefix-cache-scorer".
@@ -115,7 +139,13 @@ func (p *PrefixScorer) hashes(req *Request) []uint64 {
 	if v, ok := req.Read(prefixStateKey); ok {
 		return v.([]uint64)
 	}
-	h := BlockHashes(req.PromptParts, p.blockChars)
+	var h []uint64
+	if p.tok != nil {
+		h = TokenBlockHashes(PromptTokens(req, p.tok), p.blockTokens)
+	}
+	if len(h) == 0 {
+		h = BlockHashes(req.PromptParts, p.blockChars)
+	}
 	req.Write(prefixStateKey, h)
 	return h
 }
@@ -141,6 +171,25 @@ func BlockHashes(parts []string, blockChars int) []uint64 {
 			h = d.Sum64()
 			out = append(out, h)
 		}
+	}
+	return out
+}
+
+// TokenBlockHashes returns the chained hashes of the full blocks of blockTokens token ids in
+// ids (a trailing partial block is left out, as vLLM caches full blocks only): hash[i] =
+// xxhash64(le64(hash[i-1]) || le32(id)...), with hash[-1] = 0.
+func TokenBlockHashes(ids []int, blockTokens int) []uint64 {
+	n := len(ids) / blockTokens
+	out := make([]uint64, 0, n)
+	buf := make([]byte, 8+4*blockTokens)
+	var h uint64
+	for i := range n {
+		binary.LittleEndian.PutUint64(buf, h)
+		for j, t := range ids[i*blockTokens : (i+1)*blockTokens] {
+			binary.LittleEndian.PutUint32(buf[8+4*j:], uint32(t))
+		}
+		h = xxhash.Sum64(buf)
+		out = append(out, h)
 	}
 	return out
 }

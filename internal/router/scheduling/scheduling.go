@@ -18,6 +18,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/strata-inference/strata/internal/openai"
 )
 
 // Sentinel errors of a scheduling cycle. ErrModelNotServed and ErrNoHealthyEndpoint wrap
@@ -48,6 +50,13 @@ type Metrics struct {
 	// NumGPUBlocks is the KV cache capacity in blocks, from the num_gpu_blocks label of
 	// vllm:cache_config_info.
 	NumGPUBlocks int
+	// RunningLoRAs and WaitingLoRAs are the LoRA adapters with requests running / waiting on the
+	// engine, from the running_lora_adapters and waiting_lora_adapters labels (comma-separated) of
+	// the newest vllm:lora_requests_info sample (vllm/v1/metrics/loggers.py). MaxLoRA is its
+	// max_lora label: how many adapters the engine can hold in a batch at once (0 = not reported).
+	RunningLoRAs []string
+	WaitingLoRAs []string
+	MaxLoRA      int
 }
 
 // Endpoint is what the scheduler knows of one endpoint (one engine replica) at decision time. It
@@ -70,7 +79,20 @@ type Endpoint struct {
 	// decision time.
 	InFlight       int
 	InFlightTokens int
+	// Role is the endpoint's part in disaggregated serving: RolePrefill, RoleDecode or RoleBoth
+	// ("" means both), from config engines[].role.
+	Role string
+	// Adapters are the LoRA adapters the endpoint lists in its GET /v1/models (the entries with
+	// a parent, as vLLM lists loaded adapters).
+	Adapters []string
 }
+
+// Endpoint roles of Endpoint.Role, as llm-d names them for prefill/decode disaggregation.
+const (
+	RolePrefill = "prefill"
+	RoleDecode  = "decode"
+	RoleBoth    = "both"
+)
 
 // Serves reports whether the endpoint lists model.
 func (e *Endpoint) Serves(model string) bool { return slices.Contains(e.Models, model) }
@@ -92,6 +114,20 @@ type Request struct {
 	// Exclude names endpoints already tried for this request (their connection was refused); they
 	// are removed after the filters.
 	Exclude []string
+	// Messages are the chat request's messages (nil for completions); plugins that tokenize
+	// (the precise prefix-cache scorer) apply the chat template to them.
+	Messages []openai.Message
+	// Prompt is the completion request's prompt text ("" for chat).
+	Prompt string
+	// TokenIDs are the exact prompt token ids when the caller knows them (`strata replay`, a
+	// tokenized prompt), nil otherwise. Plugins prefer them over tokenizing Messages or Prompt.
+	TokenIDs []int
+	// LoRA is the adapter name when the requested model names a LoRA adapter, else "".
+	LoRA string
+	// Objective is the x-gateway-inference-objective header (GIE's InferenceObjective name) and
+	// FairnessID the x-gateway-inference-fairness-id header, "" when absent.
+	Objective  string
+	FairnessID string
 
 	state map[string]any
 }
@@ -157,6 +193,7 @@ type Scheduler struct {
 	scorers []WeightedScorer
 	picker  Picker
 	pre     []PreRequest
+	kv      []KVEventHandler
 }
 
 // NewScheduler returns a scheduler of the given plugins. Scorers of weight <= 0 are left out. Each
@@ -181,6 +218,20 @@ func NewScheduler(filters []Filter, scorers []WeightedScorer, picker Picker) *Sc
 			s.pre = append(s.pre, pr)
 		}
 	}
+	// KV handlers include scorers of weight 0: their index stays current, so a weight raised at
+	// the next reload finds it warm.
+	addKV := func(p any) {
+		if h, ok := p.(KVEventHandler); ok {
+			s.kv = append(s.kv, h)
+		}
+	}
+	for _, f := range filters {
+		addKV(f)
+	}
+	for _, ws := range scorers {
+		addKV(ws.Scorer)
+	}
+	addKV(picker)
 	return s
 }
 

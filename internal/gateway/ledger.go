@@ -1,0 +1,324 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+
+	"github.com/strata-inference/strata/internal/config"
+	"github.com/strata-inference/strata/internal/openai"
+	"github.com/strata-inference/strata/internal/store"
+)
+
+// errLedgerClosed is returned by ledger.write after Close.
+var errLedgerClosed = errors.New("gateway: usage ledger closed")
+
+// ledger is the group-commit writer of usage records. Requests hand their record to write, which
+// returns when the transaction holding it has committed (or failed): the records of concurrent
+// requests share one transaction (store.WriteUsageBatch), so durability costs one commit per
+// batch, not per request. One goroutine commits; while it commits, new records queue and form
+// the next batch, so batches grow with load and an idle request waits for a single commit. With
+// config ledger.max_delay > 0 the writer also waits up to that long to fill a batch.
+//
+// A batch that fails is retried record by record, so one bad record fails only its own request;
+// every waiter gets its own record's error. Close stops accepting records, commits every record
+// already handed over, and returns when the last commit is done.
+type ledger struct {
+	st       *store.Store
+	clk      clock.Clock
+	log      *slog.Logger
+	maxBatch int
+	maxDelay time.Duration
+	timeout  time.Duration
+	event    store.UsageEventFunc // builds each new record's outbox event; nil: no export
+	notify   func()               // called after a commit that wrote outbox events; may be nil
+
+	commits prometheus.Counter
+	records prometheus.Counter
+	errs    prometheus.Counter
+	commitS prometheus.Histogram
+
+	mu     sync.RWMutex // held for reading while handing a record over, for writing by Close
+	closed bool
+	in     chan *ledgerWrite
+	done   chan struct{}
+}
+
+type ledgerWrite struct {
+	rec *store.UsageRecord
+	res chan ledgerResult // buffered: the writer never blocks on a waiter that left
+}
+
+type ledgerResult struct {
+	out store.UsageOutcome
+	err error
+}
+
+// newLedger starts the writer of cfg over st; reg receives
+//
+//	strata_gateway_ledger_commits_total         transactions committed (or failed)
+//	strata_gateway_ledger_records_total         records written in them (records / commits = mean batch)
+//	strata_gateway_ledger_commit_errors_total   failed transactions
+//	strata_gateway_ledger_commit_seconds        histogram of one transaction's duration
+func newLedger(st *store.Store, cfg config.Ledger, clk clock.Clock, reg prometheus.Registerer, log *slog.Logger,
+	event store.UsageEventFunc, notify func()) (*ledger, error) {
+	l := &ledger{st: st, clk: clk, log: log, maxBatch: max(cfg.MaxBatch, 1), maxDelay: cfg.MaxDelay.D(),
+		timeout: cfg.WriteTimeout.D(), event: event, notify: notify,
+		commits: prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_gateway_ledger_commits_total",
+			Help: "Usage ledger transactions (group commits), successful or not."}),
+		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_gateway_ledger_records_total",
+			Help: "Usage records handed to ledger transactions; divided by commits it is the mean batch size."}),
+		errs: prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_gateway_ledger_commit_errors_total",
+			Help: "Usage ledger transactions that failed (their records are retried one by one)."}),
+		commitS: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_gateway_ledger_commit_seconds",
+			Help:    "Duration of one usage ledger transaction.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16)}),
+		in:   make(chan *ledgerWrite, 4*max(cfg.MaxBatch, 1)),
+		done: make(chan struct{}),
+	}
+	if l.timeout <= 0 {
+		l.timeout = usageWriteTimeout
+	}
+	for _, c := range []prometheus.Collector{l.commits, l.records, l.errs, l.commitS} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	go l.run()
+	return l, nil
+}
+
+// write hands rec over and waits until the transaction holding it committed. It returns the
+// outcome (the key it is stored under, whether it was new) or the error of its write; a context
+// that ends first returns its error, and the record may still commit afterwards.
+func (l *ledger) write(ctx context.Context, rec *store.UsageRecord) (store.UsageOutcome, error) {
+	w := &ledgerWrite{rec: rec, res: make(chan ledgerResult, 1)}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return store.UsageOutcome{}, errLedgerClosed
+	}
+	select {
+	case l.in <- w:
+	case <-ctx.Done():
+		l.mu.RUnlock()
+		return store.UsageOutcome{}, fmt.Errorf("gateway: usage record not handed over: %w", ctx.Err())
+	}
+	l.mu.RUnlock()
+	select {
+	case r := <-w.res:
+		return r.out, r.err
+	case <-ctx.Done():
+		return store.UsageOutcome{}, fmt.Errorf("gateway: usage record commit not confirmed: %w", ctx.Err())
+	}
+}
+
+// Close stops accepting records, commits those handed over, and waits for the writer to end.
+// Calling it again is a no-op.
+func (l *ledger) Close() {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.in)
+	}
+	l.mu.Unlock()
+	<-l.done
+}
+
+func (l *ledger) run() {
+	defer close(l.done)
+	batch := make([]*ledgerWrite, 0, l.maxBatch)
+	for {
+		w, ok := <-l.in
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], w)
+		batch = l.gather(batch)
+		l.commit(batch)
+		clear(batch) // drop references to finished requests
+	}
+}
+
+// gather adds queued records to batch until it is full, and (max_delay > 0) waits for more up
+// to max_delay after the first.
+func (l *ledger) gather(batch []*ledgerWrite) []*ledgerWrite {
+	for len(batch) < l.maxBatch {
+		select {
+		case w, ok := <-l.in:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, w)
+			continue
+		default:
+		}
+		break
+	}
+	if l.maxDelay <= 0 || len(batch) >= l.maxBatch {
+		return batch
+	}
+	t := l.clk.NewTimer(l.maxDelay)
+	defer t.Stop()
+	for len(batch) < l.maxBatch {
+		select {
+		case w, ok := <-l.in:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, w)
+		case <-t.C():
+			return batch
+		}
+	}
+	return batch
+}
+
+func (l *ledger) commit(batch []*ledgerWrite) {
+	recs := make([]*store.UsageRecord, len(batch))
+	for i, w := range batch {
+		recs[i] = w.rec
+	}
+	outs, err := l.tx(recs)
+	if err == nil {
+		for i, w := range batch {
+			w.res <- ledgerResult{out: outs[i]}
+		}
+		return
+	}
+	if len(batch) == 1 {
+		batch[0].res <- ledgerResult{err: err}
+		return
+	}
+	// Isolate the failure: a record that cannot be written must not fail its batch neighbours.
+	for _, w := range batch {
+		outs, err := l.tx([]*store.UsageRecord{w.rec})
+		if err != nil {
+			w.res <- ledgerResult{err: err}
+			continue
+		}
+		w.res <- ledgerResult{out: outs[0]}
+	}
+}
+
+// tx runs one transaction, bounded by the write timeout, and counts it.
+func (l *ledger) tx(recs []*store.UsageRecord) ([]store.UsageOutcome, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	defer cancel()
+	start := time.Now() // wall time on purpose: this measures the database, not simulated time
+	outs, err := l.st.WriteUsageBatch(ctx, recs, l.event)
+	l.commitS.Observe(time.Since(start).Seconds())
+	l.commits.Inc()
+	l.records.Add(float64(len(recs)))
+	if err != nil {
+		l.errs.Inc()
+		l.log.Warn("gateway: usage ledger transaction failed", "records", len(recs), "err", err)
+		return nil, err
+	}
+	if l.notify != nil && l.event != nil {
+		for _, o := range outs {
+			if o.Inserted {
+				l.notify()
+				break
+			}
+		}
+	}
+	return outs, nil
+}
+
+// meterMetrics are the metering counters beside the ledger's own.
+type meterMetrics struct {
+	rekeyed        prometheus.Counter
+	streamsAborted prometheus.Counter
+	idReused       prometheus.Counter
+}
+
+func newMeterMetrics(reg prometheus.Registerer) (*meterMetrics, error) {
+	m := &meterMetrics{
+		rekeyed: prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_gateway_usage_rekeyed_total",
+			Help: "Usage records stored under a derived id because another request's record held their request id."}),
+		streamsAborted: prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_gateway_streams_aborted_total",
+			Help: "Streams cut before data: [DONE] because their usage record could not be committed."}),
+		idReused: prometheus.NewCounter(prometheus.CounterOpts{Name: "strata_gateway_request_id_reused_total",
+			Help: "Requests refused with 409 request_id_reused: their X-Request-Id was in flight or already metered."}),
+	}
+	for _, c := range []prometheus.Collector{m.rekeyed, m.streamsAborted, m.idReused} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// initMetering builds the metering counters, the exporter (when config export.sink is set) and
+// the ledger writer that fills the exporter's outbox, and starts them. Called by New.
+func (g *Gateway) initMetering(reg prometheus.Registerer) error {
+	mm, err := newMeterMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("gateway: metrics: %w", err)
+	}
+	g.mm = mm
+	var event store.UsageEventFunc
+	var notify func()
+	if g.cfg.Export.Sink != config.ExportSinkNone {
+		ex, err := newExporter(g.st, g.cfg.Export, g.clk, reg, g.log)
+		if err != nil {
+			return err
+		}
+		g.exporter, event, notify = ex, ex.event, ex.notify
+	}
+	if g.ledger, err = newLedger(g.st, g.cfg.Ledger, g.clk, reg, g.log, event, notify); err != nil {
+		g.exporter.Close()
+		return fmt.Errorf("gateway: metrics: %w", err)
+	}
+	g.exporter.start()
+	return nil
+}
+
+// closeMetering commits what the ledger holds, then stops the exporter.
+func (g *Gateway) closeMetering() {
+	if g.ledger != nil {
+		g.ledger.Close()
+	}
+	g.exporter.Close()
+}
+
+// requestIDReused is the 409 answered to a request whose X-Request-Id another request of this
+// gateway is serving or was already metered under. The request id is the ledger's idempotency
+// key: serving a second request under it would either drop its usage (LiteLLM issue #35563) or
+// bill it under another id the client cannot match; OpenAI treats a client's id
+// (X-Client-Request-Id) as a tracing label only, so refusing the reuse is the explicit choice.
+func requestIDReused(id string) error {
+	return openai.Errorf(http.StatusConflict, openai.TypeInvalidRequest, "request_id_reused",
+		"X-Request-Id %q was already used by another request; send a new id with each request.", id)
+}
+
+// claimRequestID reserves id for one request until release is called (when the request is done
+// and its record written). It refuses an id another request of this process is serving, or one
+// the ledger already holds (one point read on the ledger's primary key). A store error lets the
+// request through: the ledger re-keys a record whose id turns out taken, so nothing is lost.
+func (g *Gateway) claimRequestID(ctx context.Context, id string) (release func(), err error) {
+	if _, loaded := g.inflight.LoadOrStore(id, struct{}{}); loaded {
+		g.mm.idReused.Inc()
+		return nil, requestIDReused(id)
+	}
+	release = func() { g.inflight.Delete(id) }
+	exists, err := g.st.UsageExists(ctx, id)
+	if err != nil {
+		g.log.WarnContext(ctx, "gateway: checking the request id against the ledger failed", "err", err)
+		return release, nil
+	}
+	if exists {
+		release()
+		g.mm.idReused.Inc()
+		return nil, requestIDReused(id)
+	}
+	return release, nil
+}
