@@ -28,6 +28,8 @@ func simMultiCmd(g *globals) *cobra.Command {
 		kvEndpoint, kvReplay       string
 		kvEncoding, kvTopic        string
 		timeScale                  float64
+		maxNumSeqs                 int
+		kvTransferGbps             float64
 		faults                     config.SimFaults
 		coldStart                  time.Duration
 	)
@@ -62,6 +64,12 @@ that fraction until the client goes away, --fault-reset-rate cuts that fraction 
 				}
 				if f.Changed("time-scale") {
 					c.Sim.TimeScale = &timeScale
+				}
+				if f.Changed("max-num-seqs") {
+					c.Sim.MaxNumSeqs = maxNumSeqs
+				}
+				if f.Changed("kv-transfer-gbps") {
+					c.Sim.KVTransferGbps = kvTransferGbps
 				}
 				if f.Changed("fault-error-rate") {
 					c.Sim.Faults.ErrorRate = faults.ErrorRate
@@ -108,6 +116,8 @@ that fraction until the client goes away, --fault-reset-rate cuts that fraction 
 	f.StringVar(&served, "served-model-name", "", "model name of the API (default: the model)")
 	f.StringVar(&gpu, "gpu", "", "GPU profile (default: sim.gpu of the config): h100, h200, a100, a100-40gb, l40s, a10g")
 	f.Float64Var(&timeScale, "time-scale", 1, "multiplies every simulated delay (0: answer at once)")
+	f.IntVar(&maxNumSeqs, "max-num-seqs", 0, "requests running at once per replica, as vLLM's --max-num-seqs (default: sim.max_num_seqs of the config)")
+	f.Float64Var(&kvTransferGbps, "kv-transfer-gbps", 0, "P/D KV transfer bandwidth per GPU in Gbit/s (default: sim.kv_transfer_gbps of the config, 400)")
 	f.BoolVar(&kvEvents, "kv-events", false, "publish vLLM KV-cache events over ZMQ")
 	f.StringVar(&kvEndpoint, "kv-events-endpoint", "tcp://127.0.0.1:5557", "ZMQ PUB address of replica 0")
 	f.StringVar(&kvReplay, "kv-events-replay-endpoint", "", "ZMQ ROUTER replay address of replica 0 (empty: none)")
@@ -154,6 +164,9 @@ func startSimReplicas(cfg config.Sim, n int, listen string, log *slog.Logger) ([
 		}
 		if rc.KVEventsReplayEndpoint, err = sim.OffsetEndpointPort(cfg.KVEventsReplayEndpoint, i); err != nil {
 			return fail(err)
+		}
+		if cfg.KVTransferPort != 0 {
+			rc.KVTransferPort = cfg.KVTransferPort + i // vLLM: VLLM_NIXL_SIDE_CHANNEL_PORT + data-parallel rank
 		}
 		name := "sim-" + strconv.Itoa(i)
 		srv, err := sim.New(rc, name, clock.RealClock{}, prometheus.NewRegistry())

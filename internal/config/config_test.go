@@ -37,6 +37,8 @@ func TestBadConfigs(t *testing.T) {
 		"sim_fault_rate":       "sim.faults.error_rate: must be in [0, 1], got 1.5",
 		"sim_fault_reset":      "sim.faults.reset_after: must not be negative, got -1",
 		"sim_fault_cold_start": "sim.faults.cold_start: must not be negative, got -2s",
+		"sim_kv_transfer_gbps": "sim.kv_transfer_gbps: must be a positive number, got -400",
+		"sim_kv_transfer_port": "sim.kv_transfer_port: must be in [1, 65535], got 70000",
 		"router_duration":      `invalid duration "fast"`,
 		"router_weight":        "router.weights.prefix: must not be negative, got -1",
 		"max_body":             "max_body_bytes: must be positive, got 0",

@@ -23,13 +23,19 @@ var errLedgerClosed = errors.New("gateway: usage ledger closed")
 // ledger is the group-commit writer of usage records. Requests hand their record to write, which
 // returns when the transaction holding it has committed (or failed): the records of concurrent
 // requests share one transaction (store.WriteUsageBatch), so durability costs one commit per
-// batch, not per request. One goroutine commits; while it commits, new records queue and form
-// the next batch, so batches grow with load and an idle request waits for a single commit. With
-// config ledger.max_delay > 0 the writer also waits up to that long to fill a batch.
+// batch, not per request.
+//
+// There is no writer goroutine: the first request that finds no commit running becomes the
+// leader and commits the queue (up to max_batch records per transaction) until its own record is
+// committed; records that arrive meanwhile form the next batch, so batches grow with load and an
+// idle request waits for a single commit. If records are still queued when the leader's own
+// record is done, a short-lived goroutine takes over until the queue is empty, so no request
+// waits for others' commits longer than its own. With config ledger.max_delay > 0 the leader
+// first waits up to that long for a full batch.
 //
 // A batch that fails is retried record by record, so one bad record fails only its own request;
-// every waiter gets its own record's error. Close stops accepting records, commits every record
-// already handed over, and returns when the last commit is done.
+// every waiter gets its own record's error. Close refuses new records and waits for the commits
+// under way.
 type ledger struct {
 	st       *store.Store
 	clk      clock.Clock
@@ -45,15 +51,18 @@ type ledger struct {
 	errs    prometheus.Counter
 	commitS prometheus.Histogram
 
-	mu     sync.RWMutex // held for reading while handing a record over, for writing by Close
-	closed bool
-	in     chan *ledgerWrite
-	done   chan struct{}
+	mu         sync.Mutex
+	idle       *sync.Cond // signalled when committing turns false
+	queue      []*ledgerWrite
+	committing bool          // a leader is committing the queue
+	closed     bool
+	full       chan struct{} // with max_delay: a batch is full, the leader may stop waiting
 }
 
 type ledgerWrite struct {
-	rec *store.UsageRecord
-	res chan ledgerResult // buffered: the writer never blocks on a waiter that left
+	rec  *store.UsageRecord
+	res  chan ledgerResult // buffered: the committer never blocks on a waiter that left
+	done bool              // the result was sent (guarded by the leader that commits it)
 }
 
 type ledgerResult struct {
@@ -61,7 +70,7 @@ type ledgerResult struct {
 	err error
 }
 
-// newLedger starts the writer of cfg over st; reg receives
+// newLedger returns the writer of cfg over st; reg receives
 //
 //	strata_gateway_ledger_commits_total         transactions committed (or failed)
 //	strata_gateway_ledger_records_total         records written in them (records / commits = mean batch)
@@ -80,9 +89,9 @@ func newLedger(st *store.Store, cfg config.Ledger, clk clock.Clock, reg promethe
 		commitS: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_gateway_ledger_commit_seconds",
 			Help:    "Duration of one usage ledger transaction.",
 			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16)}),
-		in:   make(chan *ledgerWrite, 4*max(cfg.MaxBatch, 1)),
-		done: make(chan struct{}),
+		full: make(chan struct{}, 1),
 	}
+	l.idle = sync.NewCond(&l.mu)
 	if l.timeout <= 0 {
 		l.timeout = usageWriteTimeout
 	}
@@ -91,27 +100,33 @@ func newLedger(st *store.Store, cfg config.Ledger, clk clock.Clock, reg promethe
 			return nil, err
 		}
 	}
-	go l.run()
 	return l, nil
 }
 
 // write hands rec over and waits until the transaction holding it committed. It returns the
-// outcome (the key it is stored under, whether it was new) or the error of its write; a context
-// that ends first returns its error, and the record may still commit afterwards.
+// outcome (the key it is stored under, whether it was new) or the error of its write. A context
+// that ends first returns its error (the record may still commit afterwards); a request that
+// leads commits is not interrupted by its context.
 func (l *ledger) write(ctx context.Context, rec *store.UsageRecord) (store.UsageOutcome, error) {
 	w := &ledgerWrite{rec: rec, res: make(chan ledgerResult, 1)}
-	l.mu.RLock()
+	l.mu.Lock()
 	if l.closed {
-		l.mu.RUnlock()
+		l.mu.Unlock()
 		return store.UsageOutcome{}, errLedgerClosed
 	}
-	select {
-	case l.in <- w:
-	case <-ctx.Done():
-		l.mu.RUnlock()
-		return store.UsageOutcome{}, fmt.Errorf("gateway: usage record not handed over: %w", ctx.Err())
+	l.queue = append(l.queue, w)
+	if len(l.queue) >= l.maxBatch {
+		select {
+		case l.full <- struct{}{}:
+		default:
+		}
 	}
-	l.mu.RUnlock()
+	lead := !l.committing
+	l.committing = true
+	l.mu.Unlock()
+	if lead {
+		l.lead(w)
+	}
 	select {
 	case r := <-w.res:
 		return r.out, r.err
@@ -120,65 +135,56 @@ func (l *ledger) write(ctx context.Context, rec *store.UsageRecord) (store.Usage
 	}
 }
 
-// Close stops accepting records, commits those handed over, and waits for the writer to end.
-// Calling it again is a no-op.
-func (l *ledger) Close() {
-	l.mu.Lock()
-	if !l.closed {
-		l.closed = true
-		close(l.in)
-	}
-	l.mu.Unlock()
-	<-l.done
-}
-
-func (l *ledger) run() {
-	defer close(l.done)
-	batch := make([]*ledgerWrite, 0, l.maxBatch)
+// lead commits batches from the queue until own (nil: until the queue is empty) has its result,
+// then hands the rest of the queue to a new goroutine, or, the queue empty, ends the commit.
+func (l *ledger) lead(own *ledgerWrite) {
 	for {
-		w, ok := <-l.in
-		if !ok {
+		l.mu.Lock()
+		n := min(len(l.queue), l.maxBatch)
+		if n == 0 {
+			l.committing = false
+			l.idle.Broadcast()
+			l.mu.Unlock()
 			return
 		}
-		batch = append(batch[:0], w)
-		batch = l.gather(batch)
+		if own != nil && own.done {
+			l.mu.Unlock()
+			go l.lead(nil) // still committing: the queue's records are the new leader's
+			return
+		}
+		if l.maxDelay > 0 && n < l.maxBatch {
+			l.mu.Unlock()
+			l.linger()
+			l.mu.Lock()
+			n = min(len(l.queue), l.maxBatch)
+		}
+		batch := append([]*ledgerWrite(nil), l.queue[:n]...)
+		clear(l.queue[:n])
+		l.queue = l.queue[n:]
+		l.mu.Unlock()
 		l.commit(batch)
-		clear(batch) // drop references to finished requests
 	}
 }
 
-// gather adds queued records to batch until it is full, and (max_delay > 0) waits for more up
-// to max_delay after the first.
-func (l *ledger) gather(batch []*ledgerWrite) []*ledgerWrite {
-	for len(batch) < l.maxBatch {
-		select {
-		case w, ok := <-l.in:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, w)
-			continue
-		default:
-		}
-		break
-	}
-	if l.maxDelay <= 0 || len(batch) >= l.maxBatch {
-		return batch
-	}
+// linger waits up to max_delay for the queue to hold a full batch.
+func (l *ledger) linger() {
 	t := l.clk.NewTimer(l.maxDelay)
 	defer t.Stop()
-	for len(batch) < l.maxBatch {
-		select {
-		case w, ok := <-l.in:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, w)
-		case <-t.C():
-			return batch
-		}
+	select {
+	case <-l.full:
+	case <-t.C():
 	}
-	return batch
+}
+
+// Close refuses new records and waits until the records handed over are committed. Calling it
+// again is a no-op.
+func (l *ledger) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	for l.committing {
+		l.idle.Wait()
+	}
 }
 
 func (l *ledger) commit(batch []*ledgerWrite) {
@@ -187,25 +193,30 @@ func (l *ledger) commit(batch []*ledgerWrite) {
 		recs[i] = w.rec
 	}
 	outs, err := l.tx(recs)
-	if err == nil {
+	switch {
+	case err == nil:
 		for i, w := range batch {
-			w.res <- ledgerResult{out: outs[i]}
+			w.send(ledgerResult{out: outs[i]})
 		}
-		return
-	}
-	if len(batch) == 1 {
-		batch[0].res <- ledgerResult{err: err}
-		return
-	}
-	// Isolate the failure: a record that cannot be written must not fail its batch neighbours.
-	for _, w := range batch {
-		outs, err := l.tx([]*store.UsageRecord{w.rec})
-		if err != nil {
-			w.res <- ledgerResult{err: err}
-			continue
+	case len(batch) == 1:
+		batch[0].send(ledgerResult{err: err})
+	default:
+		// Isolate the failure: a record that cannot be written must not fail its neighbours.
+		for _, w := range batch {
+			outs, err := l.tx([]*store.UsageRecord{w.rec})
+			if err != nil {
+				w.send(ledgerResult{err: err})
+				continue
+			}
+			w.send(ledgerResult{out: outs[0]})
 		}
-		w.res <- ledgerResult{out: outs[0]}
 	}
+}
+
+// send delivers w's result; only the goroutine committing w calls it.
+func (w *ledgerWrite) send(r ledgerResult) {
+	w.res <- r
+	w.done = true
 }
 
 // tx runs one transaction, bounded by the write timeout, and counts it.

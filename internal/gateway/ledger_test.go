@@ -145,7 +145,7 @@ func TestLedgerReplayAndReuse(t *testing.T) {
 			st := openTestStore(t)
 			cfg := config.Ledger{MaxBatch: 1, WriteTimeout: config.Duration(10 * time.Second)}
 			if sameBatch {
-				cfg = config.Ledger{MaxBatch: 4, MaxDelay: config.Duration(time.Hour), WriteTimeout: config.Duration(10 * time.Second)}
+				cfg = config.Ledger{MaxBatch: 3, MaxDelay: config.Duration(time.Hour), WriteTimeout: config.Duration(10 * time.Second)}
 			}
 			l, _ := newTestLedger(t, st, cfg, testclock.NewFakeClock(t0))
 			first := testRecord("req-x", 3)
@@ -156,12 +156,14 @@ func TestLedgerReplayAndReuse(t *testing.T) {
 			recs := []*store.UsageRecord{first, replay, other, &otherReplay}
 			var outs []store.UsageOutcome
 			if sameBatch {
-				// Hand over in order on one goroutine each; order within the batch is the
-				// channel's, so write the first alone to fix which record owns the id.
-				o, err := l.write(context.Background(), first)
+				// The first alone (it owns the id), then the other three in one batch.
+				single, err := newLedger(st, config.Ledger{MaxBatch: 1}, testclock.NewFakeClock(t0), prometheus.NewRegistry(),
+					slog.New(slog.DiscardHandler), nil, nil)
 				require.NoError(t, err)
-				l.maxBatch = 3
+				o, err := single.write(context.Background(), first)
+				require.NoError(t, err)
 				rest, errs := writeAll(l, recs[1:])
+				require.Equal(t, 1.0, testutil.ToFloat64(l.commits), "one batch")
 				for _, err := range errs {
 					require.NoError(t, err)
 				}

@@ -44,6 +44,7 @@ type Platform struct {
 	builtins []serverTool
 	bg       background
 	ids      *identityResolver
+	writer   responseWriter // group commit of new responses (storewriter.go)
 
 	requests        *prometheus.CounterVec
 	responseSeconds prometheus.Histogram
@@ -93,6 +94,7 @@ func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock
 		}),
 	}
 	p.ids = newIdentityResolver(p)
+	p.writer.st = st
 	for _, c := range []prometheus.Collector{p.requests, p.responseSeconds} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("platform: register metrics: %w", err)

@@ -282,7 +282,7 @@ func (p *Platform) save(ctx context.Context, t *turn, res *response, resJSON []b
 	if t.stored {
 		return p.st.UpdateResponse(ctx, rec)
 	}
-	return p.st.PutResponse(ctx, rec)
+	return p.writer.put(ctx, rec)
 }
 
 // callChat sends the turn's next chat completion to the layer below. The caller's headers go

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -53,6 +54,7 @@ func TestKVEventFeedsMirrorReplicaCaches(t *testing.T) {
 	cfg := config.Default().Sim
 	cfg.TimeScale = &zero
 	cfg.NumGPUBlocks = 96
+	cfg.MaxModelLen = 1024
 	cfg.MaxOutputTokens = 4
 	cfg.KVEventsEndpoint = "tcp://127.0.0.1:0"
 	model := cfg.ServedModelName
@@ -98,8 +100,9 @@ func TestKVEventFeedsMirrorReplicaCaches(t *testing.T) {
 		body, _ := json.Marshal(map[string]any{"model": model, "prompt": prompt, "max_tokens": 4})
 		resp, err := http.Post(engines[i].URL+"/v1/completions", "application/json", bytes.NewReader(body))
 		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	families := make([][]int, 6) // shared heads, as system prompts
@@ -135,7 +138,7 @@ func TestKVEventFeedsMirrorReplicaCaches(t *testing.T) {
 	// A long prompt served by replica 1 goes back to replica 1.
 	long := make([]int, 16*30+7)
 	for j := range long {
-		long[j] = 200000 - j
+		long[j] = 120000 - j
 	}
 	complete(1, long)
 	require.Eventually(t, mirrored, 20*time.Second, 20*time.Millisecond)

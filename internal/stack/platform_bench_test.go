@@ -40,7 +40,7 @@ func BenchmarkPlatformOverhead(b *testing.B) {
 		return out
 	}()
 	for _, scale := range []float64{1, 0} {
-		routerURL, platformURL := startPlatformOverStack(b, scale)
+		routerURL, platformURL, benchModel := startPlatformOverStack(b, scale)
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2 * platformBenchUsers, MaxConnsPerHost: 0}}
 		const maxTokens = 16
 		bodies := map[string][][]byte{}
@@ -65,14 +65,6 @@ func BenchmarkPlatformOverhead(b *testing.B) {
 	}
 }
 
-// benchModel is the simulator's default served model name.
-var benchModel = func() string {
-	c, err := config.Load("", nil)
-	if err != nil {
-		panic(err)
-	}
-	return c.Sim.ServedModelName
-}()
 
 // runUsers sends b.N requests from platformBenchUsers goroutines, each taking the next body in
 // turn, and reports throughput and latency percentiles.
@@ -101,10 +93,10 @@ func runUsers(b *testing.B, client *http.Client, url string, bodies [][]byte) {
 					failed.Store(err.Error())
 					return
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
+				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					failed.Store(fmt.Sprintf("status %d", resp.StatusCode))
+					failed.Store(fmt.Sprintf("status %d: %s", resp.StatusCode, body))
 					return
 				}
 				lat[u] = append(lat[u], time.Since(t0))
@@ -125,8 +117,9 @@ func runUsers(b *testing.B, client *http.Client, url string, bodies [][]byte) {
 }
 
 // startPlatformOverStack starts router + 4 simulated replicas (time scale scale) on one
-// listener and the platform alone on another, its upstream the first; it returns both URLs.
-func startPlatformOverStack(b *testing.B, scale float64) (routerURL, platformURL string) {
+// listener and the platform alone on another, its upstream the first; it returns both URLs and
+// the served model.
+func startPlatformOverStack(b *testing.B, scale float64) (routerURL, platformURL, model string) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	lowerCfg, err := config.Load("", func(c *config.Config) {
 		c.DataDir = b.TempDir()
@@ -174,5 +167,5 @@ func startPlatformOverStack(b *testing.B, scale float64) (routerURL, platformURL
 		b.Fatal(err)
 	}
 	upper.Serve(ln2)
-	return routerURL, "http://" + ln2.Addr().String()
+	return routerURL, "http://" + ln2.Addr().String(), lowerCfg.Sim.ServedModelName
 }

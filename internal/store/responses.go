@@ -52,6 +52,32 @@ func (s *Store) PutResponse(ctx context.Context, rec *ResponseRecord) error {
 	return nil
 }
 
+// PutResponses inserts recs in one transaction (one commit: what a group commit of concurrent
+// responses costs once). Errors: ErrExists (naming the id) if any id exists, and then nothing
+// is inserted.
+func (s *Store) PutResponses(ctx context.Context, recs []*ResponseRecord) error {
+	return s.platformTx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, s.q(`INSERT INTO responses
+			(id, owner, previous_response_id, session_id, model, created_at, response, input_items, messages)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`))
+		if err != nil {
+			return fmt.Errorf("store: put responses: %w", err)
+		}
+		defer stmt.Close()
+		for _, rec := range recs {
+			_, err := stmt.ExecContext(ctx, rec.ID, rec.Owner, rec.PreviousResponseID, rec.SessionID, rec.Model,
+				rec.CreatedAt.UnixMilli(), string(rec.Response), string(rec.InputItems), string(rec.Messages))
+			if isUniqueViolation(err) {
+				return fmt.Errorf("store: response %s: %w", rec.ID, ErrExists)
+			}
+			if err != nil {
+				return fmt.Errorf("store: put responses: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
 // GetResponse returns the response id owned by owner. Errors: ErrNotFound if it does not exist
 // or belongs to another owner (the two are indistinguishable by design).
 func (s *Store) GetResponse(ctx context.Context, owner, id string) (*ResponseRecord, error) {

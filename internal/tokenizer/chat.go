@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"strings"
 	"unicode"
 
@@ -189,7 +190,7 @@ func pyJSON(b []byte) (string, bool) {
 	if !pyValue(d, &out) || d.More() {
 		return "", false
 	}
-	if _, err := d.Token(); err == nil {
+	if _, err := d.Token(); err != io.EOF {
 		return "", false // trailing data
 	}
 	return out.String(), true

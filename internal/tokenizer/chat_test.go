@@ -2,6 +2,8 @@ package tokenizer
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -66,4 +68,51 @@ func TestEncodeChatBOSOnce(t *testing.T) {
 	require.Equal(t, []int{128000, 128006, 882, 128007, 271, 9906, 1070, 128009, 128006, 78191, 128007, 271}, ids)
 	ids = qwen.EncodeChat(msgs, true)
 	require.Equal(t, []int{151644, 872, 198, 9707, 1052, 151645, 198, 151644, 77091, 198}, ids)
+}
+
+// TestChatTemplatesGolden: ApplyChatTemplate equals the published Jinja templates rendered by
+// jinja2 as transformers does (testdata/chat_templates.py wrote testdata/chat_templates.json),
+// for every case the template accepts.
+func TestChatTemplatesGolden(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "chat_templates.json"))
+	require.NoError(t, err)
+	var golden struct {
+		Cases []struct {
+			Messages            []openai.Message   `json:"messages"`
+			AddGenerationPrompt bool               `json:"add_generation_prompt"`
+			Want                map[string]*string `json:"want"`
+		} `json:"cases"`
+	}
+	require.NoError(t, json.Unmarshal(b, &golden))
+	require.NotEmpty(t, golden.Cases)
+	checked := 0
+	for i, c := range golden.Cases {
+		for name, want := range c.Want {
+			if want == nil {
+				continue // the Jinja template raises on this conversation
+			}
+			tok := load(t, name)
+			require.Equal(t, *want, tok.ApplyChatTemplate(c.Messages, c.AddGenerationPrompt), "case %d %s", i, name)
+			checked++
+		}
+	}
+	require.Greater(t, checked, 20)
+}
+
+// FuzzPyJSON: tool-call arguments from clients are re-rendered as Python's json.dumps; any input
+// is handled without panic, and a valid JSON value keeps its meaning.
+func FuzzPyJSON(f *testing.F) {
+	for _, s := range []string{`{"a":1}`, `{"q": "<b>&</b>", "n": 1.5, "l": [true, null, {"x": "é\n\u0001"}]}`, `[1,2]`, `"s"`, `{`, `{"a":1}x`, ``} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out, ok := pyJSON([]byte(s))
+		if !ok {
+			return
+		}
+		var a, b any
+		require.NoError(t, json.Unmarshal([]byte(out), &b), "output %q of %q", out, s)
+		require.NoError(t, json.Unmarshal([]byte(s), &a), "accepted invalid JSON %q", s)
+		require.Equal(t, a, b)
+	})
 }

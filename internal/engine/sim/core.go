@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// The engine core: a deterministic state machine in the style of the vLLM V1 scheduler
-// (vllm/v1/core/sched/scheduler.py). It knows nothing of HTTP or wall time: the server's step
-// loop calls schedule, waits the step's modelled duration on the injected clock, then calls
-// complete with the step's end time. Given the same inputs in the same order it produces the
-// same outputs and timings.
+// The engine core (Engine, engine.go): a deterministic state machine in the style of the vLLM
+// V1 scheduler (vllm/v1/core/sched/scheduler.py). It knows nothing of HTTP or wall time: the
+// server's step loop calls Schedule, waits until the step's modelled end on the injected clock,
+// then calls Complete; replay does the same in virtual time. Given the same inputs in the same
+// order it produces the same outputs and timings.
 //
 // One step:
 //  1. running requests first, in arrival order, each asking for all its not yet computed tokens
@@ -22,6 +22,8 @@ import (
 //     max_num_seqs run and budget remains: a new request first takes its prefix-cache hit (full
 //     blocks only, never the last prompt token, vLLM kv_cache_manager.get_computed_blocks), then
 //     blocks for the rest; the queue's head blocks the ones behind it when blocks run out;
+//     requests of an adapter beyond max_loras and requests whose KV is still being received
+//     (P/D, kvtransfer.go) are skipped without blocking the queue;
 //  3. full blocks are registered in the prefix cache as soon as they are scheduled (vLLM
 //     allocate_slots -> cache_blocks), prompt and generated tokens alike;
 //  4. at the step's end every request whose tokens are now all computed samples one token.

@@ -261,3 +261,21 @@ func TestEncodePathologicalInput(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseStop: any "stop" value is accepted or rejected with an error, never a panic, and an
+// accepted list has no empty string.
+func FuzzParseStop(f *testing.F) {
+	for _, s := range []string{`"x"`, `["a","b"]`, `null`, `""`, `[""]`, `3`, `{"a":1}`, `["a",1]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		stops, err := parseStop([]byte(s))
+		if err != nil {
+			require.Nil(t, stops)
+			return
+		}
+		for _, x := range stops {
+			require.NotEmpty(t, x)
+		}
+	})
+}

@@ -29,6 +29,17 @@ func (s *Server) newJob(id string, prompts [][]int, limits []int, req *genReques
 	return j
 }
 
+// attachKVTransfer gives j's sequences the request's kv_transfer_params (nil: none).
+func attachKVTransfer(req *genRequest, j *job) {
+	if req.KVTransferParams == nil {
+		return
+	}
+	for _, q := range j.seqs {
+		p := *req.KVTransferParams
+		q.kvx = &p
+	}
+}
+
 // attachAdapter runs j's sequences with the LoRA adapter the request's model names (none for
 // the base model); the adapter may have been unloaded since the model check (404).
 func (s *Server) attachAdapter(req *genRequest, j *job) error {
@@ -111,6 +122,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if j == nil {
 		j = s.newJob(id, [][]int{prompt}, []int{limit}, req)
 	}
+	attachKVTransfer(req, j)
 	if err := s.attachAdapter(req, j); err != nil {
 		openai.WriteError(w, err)
 		return
@@ -146,6 +158,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		ID: id, Object: "chat.completion", Created: created, Model: s.cfg.ServedModelName,
 		Choices: []chatChoice{choice},
 		Usage:   newUsage(q.promptLen, v.generated, v.cached),
+		// vLLM: kv_transfer_params=final_res.kv_transfer_params (null unless a P/D prefill).
+		KVTransferParams: kvTransferJSON(v.kvx),
 	})
 }
 
@@ -277,6 +291,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	}
 	id := "cmpl-" + requestID(r)
 	j := s.newJob(id, prompts, limits, req)
+	attachKVTransfer(req, j)
 	if err := s.attachAdapter(req, j); err != nil {
 		openai.WriteError(w, err)
 		return
@@ -308,6 +323,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		cached += v.cached
 	}
 	resp.Usage = newUsage(promptTokens, completionTokens, cached)
+	resp.KVTransferParams = kvTransferJSON(views[0].kvx)
 	writeJSON(w, resp)
 }
 
@@ -436,6 +452,14 @@ func startStream(w http.ResponseWriter) *openai.SSEWriter {
 func streamError(sse *openai.SSEWriter, err error) {
 	_ = sse.Data(openai.MarshalError(err))
 	_ = sse.Done()
+}
+
+// kvTransferJSON is a response's kv_transfer_params: null when p is nil.
+func kvTransferJSON(p *KVTransferParams) any {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -1,5 +1,7 @@
 package sim
 
+import "encoding/binary"
+
 // The paged KV cache with prefix caching, after vLLM V1 (vllm/v1/core/block_pool.py,
 // vllm/v1/core/kv_cache_utils.py FreeKVCacheBlockQueue, vllm/v1/core/single_type_kv_cache_manager.py):
 //
@@ -20,6 +22,9 @@ type block struct {
 	refCnt int
 	hash   BlockHash
 	hashed bool
+	// dup links the blocks cached under the same key (the same hash computed twice, or, in
+	// theory, a 64-bit key collision), oldest first.
+	dup *block
 	// free-queue links; inFree says whether the block is in the queue.
 	prev, next *block
 	inFree     bool
@@ -32,13 +37,16 @@ type kvCache struct {
 	// head is the sentinel of the circular free queue: head.next is the next block handed out.
 	head    block
 	numFree int
-	cached  map[BlockHash][]*block
+	// cached maps a hash's key (hashKey) to the first of its cached blocks.
+	cached map[uint64]*block
+	// distinct is the number of distinct cached hashes.
+	distinct int
 	// rec records prefix-cache changes as KV events (nil records nothing).
 	rec *eventRecorder
 }
 
 func newKVCache(numBlocks, blockSize int) *kvCache {
-	c := &kvCache{blockSize: blockSize, blocks: make([]block, numBlocks), cached: make(map[BlockHash][]*block)}
+	c := &kvCache{blockSize: blockSize, blocks: make([]block, numBlocks), cached: make(map[uint64]*block, numBlocks)}
 	c.head.prev, c.head.next = &c.head, &c.head
 	for i := range c.blocks {
 		c.blocks[i].id = i
@@ -91,11 +99,11 @@ func (c *kvCache) usage() float64 {
 // most maxBlocks long (vLLM find_longest_cache_hit).
 func (c *kvCache) lookup(hashes []BlockHash, maxBlocks int, dst []*block) []*block {
 	for i := 0; i < len(hashes) && i < maxBlocks; i++ {
-		bs := c.cached[hashes[i]]
-		if len(bs) == 0 {
+		b := c.find(hashes[i])
+		if b == nil {
 			break
 		}
-		dst = append(dst, bs[0])
+		dst = append(dst, b)
 	}
 	return dst
 }
@@ -143,17 +151,25 @@ func (c *kvCache) evict(b *block) {
 		return
 	}
 	c.rec.removed(b.hash) // vLLM _maybe_evict_cached_block: one BlockRemoved per block
-	bs := c.cached[b.hash]
-	for i, x := range bs {
-		if x == b {
-			bs = append(bs[:i], bs[i+1:]...)
-			break
+	k := hashKey(b.hash)
+	first := c.cached[k]
+	if first == b {
+		if b.dup == nil {
+			delete(c.cached, k)
+		} else {
+			c.cached[k] = b.dup
+		}
+	} else {
+		for x := first; x != nil; x = x.dup {
+			if x.dup == b {
+				x.dup = b.dup
+				break
+			}
 		}
 	}
-	if len(bs) == 0 {
-		delete(c.cached, b.hash)
-	} else {
-		c.cached[b.hash] = bs
+	b.dup = nil
+	if c.find(b.hash) == nil {
+		c.distinct--
 	}
 	b.hashed = false
 	b.hash = BlockHash{}
@@ -164,8 +180,21 @@ func (c *kvCache) cache(b *block, h BlockHash) bool {
 	if b.hashed {
 		return false
 	}
+	if c.find(h) == nil {
+		c.distinct++
+	}
 	b.hash, b.hashed = h, true
-	c.cached[h] = append(c.cached[h], b)
+	k := hashKey(h)
+	first := c.cached[k]
+	if first == nil {
+		c.cached[k] = b
+		return true
+	}
+	last := first
+	for last.dup != nil {
+		last = last.dup
+	}
+	last.dup = b
 	return true
 }
 
@@ -176,9 +205,10 @@ func (c *kvCache) reset() bool {
 		return false
 	}
 	for i := range c.blocks {
-		c.blocks[i].hashed, c.blocks[i].hash = false, BlockHash{}
+		c.blocks[i].hashed, c.blocks[i].hash, c.blocks[i].dup = false, BlockHash{}, nil
 	}
 	clear(c.cached)
+	c.distinct = 0
 	c.rec.cleared()
 	return true
 }
@@ -187,8 +217,10 @@ func (c *kvCache) reset() bool {
 // cached under each (for tests and KV-event reconciliation).
 func (c *kvCache) cachedHashes() map[BlockHash]int {
 	out := make(map[BlockHash]int, len(c.cached))
-	for h, bs := range c.cached {
-		out[h] = len(bs)
+	for _, first := range c.cached {
+		for b := first; b != nil; b = b.dup {
+			out[b.hash]++
+		}
 	}
 	return out
 }
@@ -208,4 +240,17 @@ func (c *kvCache) free(blocks []*block) {
 }
 
 // numCachedBlocks is the number of distinct hashes in the prefix cache (for tests).
-func (c *kvCache) numCachedBlocks() int { return len(c.cached) }
+func (c *kvCache) numCachedBlocks() int { return c.distinct }
+
+// hashKey is the map key of a hash: its first 8 bytes (the digest is uniform).
+func hashKey(h BlockHash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
+
+// find returns the first block cached under h, or nil.
+func (c *kvCache) find(h BlockHash) *block {
+	for b := c.cached[hashKey(h)]; b != nil; b = b.dup {
+		if b.hash == h {
+			return b
+		}
+	}
+	return nil
+}

@@ -221,3 +221,16 @@ func newSimMetrics(reg prometheus.Registerer, name string) (*simMetrics, error) 
 	}
 	return m, nil
 }
+
+// newStepLagHistogram is strata_sim_step_lag_seconds, on the replica's own registry (the one
+// /metrics serves): how late each step of the real-time loop ends on the wall clock after its
+// modelled end, measured once the step's tokens are handed to the streams. A replica that keeps
+// up with its clock stays in the sub-millisecond buckets; a growing lag means the process
+// cannot serve its load in real time (docs/simulator.md, "Real-time capacity").
+func newStepLagHistogram(reg prometheus.Registerer) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "strata_sim_step_lag_seconds",
+		Help:    "How late each engine step ended on the wall clock after its modelled end.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18)}) // 50 µs .. 6.5 s
+	reg.MustRegister(h)
+	return h
+}

@@ -39,6 +39,8 @@ type genRequest struct {
 	Stop                   json.RawMessage `json:"stop"`
 	StopTokenIDs           []int           `json:"stop_token_ids"`
 	IncludeStopStrInOutput bool            `json:"include_stop_str_in_output"`
+	// KVTransferParams is vLLM's kv_transfer_params (P/D disaggregation, kvtransfer.go).
+	KVTransferParams *KVTransferParams `json:"kv_transfer_params"`
 }
 
 // addSpecialTokens is add_special_tokens of a completion or tokenize prompt: default true, so a

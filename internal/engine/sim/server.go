@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -42,6 +43,9 @@ type Server struct {
 	registry *prometheus.Registry
 	metrics  *vllmMetrics
 	simStats *simMetrics
+	// stepLag is strata_sim_step_lag_seconds; onLag, when set (tests), sees every sample.
+	stepLag prometheus.Histogram
+	onLag   atomic.Pointer[func(time.Duration)]
 	metricsH http.Handler
 
 	mu     sync.Mutex // guards eng, closed, adapters and nextLoRAID
@@ -133,6 +137,7 @@ func New(cfg config.Sim, name string, clk clock.Clock, reg prometheus.Registerer
 		metrics: newVLLMMetrics(registry, cfg.ServedModelName, cfg.MaxModelLen, cacheConfigInfo(cfg.BlockSize, cfg.NumGPUBlocks, util),
 			max(1, cfg.MaxLoras)),
 		simStats: simStats,
+		stepLag:  newStepLagHistogram(registry),
 		metricsH: promhttp.HandlerFor(registry, promhttp.HandlerOpts{}),
 		eng:      eng,
 		kick:     make(chan struct{}, 1),
@@ -277,12 +282,13 @@ func (s *Server) run() {
 			continue
 		}
 		deadline := st.End
+		modelled := s.eng.plan.duration
 		s.mu.Unlock()
 		// vLLM's scheduler publishes the events of a step when it schedules it.
 		s.publishKVEvents(events, start)
 
 		s.simStats.steps.Inc()
-		s.simStats.stepTime.Observe(deadline.Sub(start).Seconds() / max(s.scale, 1e-9))
+		s.simStats.stepTime.Observe(modelled.Seconds())
 		if wait := deadline.Sub(s.clk.Now()); wait > 0 {
 			t := s.clk.NewTimer(wait)
 			select {
@@ -299,7 +305,12 @@ func (s *Server) run() {
 		events = st.KVEvents[n:] // none in practice: completion frees, it never evicts
 		s.mu.Unlock()
 		if s.scale > 0 {
-			s.simStats.lag.Observe(max(0, s.clk.Since(deadline).Seconds()))
+			lag := max(0, s.clk.Since(deadline))
+			s.simStats.lag.Observe(lag.Seconds())
+			s.stepLag.Observe(lag.Seconds())
+			if f := s.onLag.Load(); f != nil {
+				(*f)(lag)
+			}
 		}
 		s.publishKVEvents(events, deadline)
 		cursor, busy = deadline, true
