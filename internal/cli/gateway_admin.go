@@ -59,10 +59,28 @@ func billCmd(g *globals) *cobra.Command {
 					total += l.CostMicros
 				}
 				fmt.Fprintf(tw, "TOTAL\t\t\t\t\t\t\t\t%s\n", gateway.FormatMicros(total))
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				if tenant == "" {
+					return nil
+				}
+				p := period
+				if p == "" && since == "" {
+					p, _, _ = gateway.Month(from, loc)
+				}
+				inv, err := a.Invoice(cmd.Context(), tenant, p, from, to)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "tokens: %d fresh input, %d cached input, %d output; cost %s USD; GPU cost %s USD; margin %s USD\n",
+					inv.FreshTokens, inv.CachedTokens, inv.OutputTokens, gateway.FormatMicros(inv.CostMicros),
+					gateway.FormatMicros(inv.GPUCostMicros), gateway.FormatMicros(inv.MarginMicros))
+				return nil
 			})
 		},
 	}
+	cmd.AddCommand(billRerateCmd(g), billHistoryCmd(g))
 	f := cmd.Flags()
 	f.StringVar(&tenant, "tenant", "", "only this tenant (default: every tenant)")
 	f.StringVar(&period, "period", "", "calendar month YYYY-MM in the billing time zone (default: the current month)")
@@ -100,10 +118,10 @@ func billPeriod(period, since, until string, loc *time.Location) (time.Time, tim
 func pricesCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "prices", Short: "Set and list model prices (micro-USD per million tokens, with effective dates)"}
 	var in, cached, out int64
-	var effective string
+	var effective, tier string
 	set := &cobra.Command{
-		Use:   "set MODEL --input N --cached N --output N [--effective RFC3339]",
-		Short: "Add a price book entry (an entry of the same model and instant is replaced)",
+		Use:   "set MODEL --input N --cached N --output N [--effective RFC3339] [--tier T]",
+		Short: "Add a price book entry, general or for one tier (an entry of the same model, tier and instant is replaced)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			at := time.Now()
@@ -114,6 +132,15 @@ func pricesCmd(g *globals) *cobra.Command {
 				}
 			}
 			return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
+				if tier != "" {
+					p, err := a.SetTierPrice(cmd.Context(), tier, args[0], at, in, cached, out)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(g.stdout, "price of %s for tier %s from %s: input %d, cached %d, output %d micro-USD per million tokens\n",
+						p.Model, p.Tier, p.EffectiveAt.Format(time.RFC3339), p.InputMicros, p.CachedMicros, p.OutputMicros)
+					return nil
+				}
 				p, err := a.SetPrice(cmd.Context(), args[0], at, in, cached, out)
 				if err != nil {
 					return err
@@ -128,6 +155,7 @@ func pricesCmd(g *globals) *cobra.Command {
 	set.Flags().Int64Var(&cached, "cached", 0, "cached input tokens (prefix cache hits), micro-USD per million")
 	set.Flags().Int64Var(&out, "output", 0, "output tokens, micro-USD per million")
 	set.Flags().StringVar(&effective, "effective", "", "when the price starts to apply (default: now)")
+	set.Flags().StringVar(&tier, "tier", "", "override the price for this tier's tenants only (default: the general price book)")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the price book",
@@ -143,11 +171,18 @@ func pricesCmd(g *globals) *cobra.Command {
 				for _, p := range ps {
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", p.Model, p.EffectiveAt.Format(time.RFC3339), p.InputMicros, p.CachedMicros, p.OutputMicros)
 				}
+				tps, err := a.TierPrices(cmd.Context())
+				if err != nil {
+					return err
+				}
+				for _, p := range tps {
+					fmt.Fprintf(tw, "%s [tier %s]\t%s\t%d\t%d\t%d\n", p.Model, p.Tier, p.EffectiveAt.Format(time.RFC3339), p.InputMicros, p.CachedMicros, p.OutputMicros)
+				}
 				return tw.Flush()
 			})
 		},
 	}
-	cmd.AddCommand(set, list)
+	cmd.AddCommand(set, list, gpuCostsCmd(g))
 	return cmd
 }
 
@@ -202,7 +237,7 @@ func policyCmd(g *globals) *cobra.Command {
 			return nil
 		})
 	}
-	cmd.AddCommand(tenantSet, keySet)
+	cmd.AddCommand(tenantSet, keySet, policyShowCmd(g))
 	return cmd
 }
 
@@ -223,6 +258,7 @@ func policyFlags(cmd *cobra.Command) func(*cobra.Command) (config.Policy, error)
 		ints[n.name] = f.Int64(n.name, 0, n.help)
 	}
 	objective := f.String("objective", "", "inference objective name sent down as x-gateway-inference-objective")
+	fairness := f.String("fairness", "", "fairness flow: tenant (default) or key")
 	models := f.StringSlice("models", nil, "model allowlist (\"*\" = every model)")
 	return func(cmd *cobra.Command) (config.Policy, error) {
 		var p config.Policy
@@ -238,6 +274,9 @@ func policyFlags(cmd *cobra.Command) func(*cobra.Command) (config.Policy, error)
 		p.MaxTokensDefault, p.MaxTokensCap = set("max-tokens-default"), set("max-tokens-cap")
 		if cmd.Flags().Changed("objective") {
 			p.Objective = objective
+		}
+		if cmd.Flags().Changed("fairness") {
+			p.Fairness = fairness
 		}
 		if cmd.Flags().Changed("models") {
 			p.Models = *models
@@ -262,6 +301,9 @@ func policyText(p config.Policy) string {
 	add("max_tokens_cap", p.MaxTokensCap)
 	if p.Objective != nil {
 		parts = append(parts, "objective="+*p.Objective)
+	}
+	if p.Fairness != nil {
+		parts = append(parts, "fairness="+*p.Fairness)
 	}
 	if p.Models != nil {
 		parts = append(parts, "models="+strings.Join(p.Models, ","))
@@ -318,5 +360,161 @@ func auditCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(verify, list)
+	return cmd
+}
+
+// gpuCostsCmd is `strata prices gpu set|list`: the GPU cost table (micro-USD per GPU-hour).
+func gpuCostsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "gpu", Short: "Set and list GPU costs (micro-USD per GPU-hour, with effective dates)"}
+	var perHour int64
+	var effective string
+	set := &cobra.Command{
+		Use:   "set GPU --per-hour-micros N [--effective RFC3339]",
+		Short: "Add a GPU cost entry (an entry of the same GPU and instant is replaced)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			at := time.Now()
+			if effective != "" {
+				var err error
+				if at, err = time.Parse(time.RFC3339, effective); err != nil {
+					return fmt.Errorf("--effective: %w", err)
+				}
+			}
+			return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
+				c, err := a.SetGPUCost(cmd.Context(), args[0], at, perHour)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "cost of %s from %s: %d micro-USD per GPU-hour\n", c.GPU, c.EffectiveAt.Format(time.RFC3339), c.MicrosPerHour)
+				return nil
+			})
+		},
+	}
+	set.Flags().Int64Var(&perHour, "per-hour-micros", 0, "micro-USD per GPU-hour (2500000 = $2.50/h)")
+	set.Flags().StringVar(&effective, "effective", "", "when the cost starts to apply (default: now)")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the GPU cost table",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
+				cs, err := a.GPUCosts(cmd.Context())
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "GPU\tEFFECTIVE\tPER HOUR (micro-USD)")
+				for _, c := range cs {
+					fmt.Fprintf(tw, "%s\t%s\t%d\n", c.GPU, c.EffectiveAt.Format(time.RFC3339), c.MicrosPerHour)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.AddCommand(set, list)
+	return cmd
+}
+
+// billRerateCmd is `strata bill rerate --tenant NAME --period YYYY-MM`: POST /admin/v1/bills/rerate.
+func billRerateCmd(g *globals) *cobra.Command {
+	var tenant, period string
+	cmd := &cobra.Command{
+		Use:   "rerate --tenant NAME --period YYYY-MM",
+		Short: "Re-rate a tenant's month with the price book as it stands now and store it as a new bill version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
+				prev, cur, _, err := a.Rerate(cmd.Context(), tenant, period)
+				if err != nil {
+					return err
+				}
+				if prev == nil {
+					fmt.Fprintf(g.stdout, "%s %s rated: version %d, cost %s USD, GPU cost %s USD\n", tenant, period, cur.Version,
+						gateway.FormatMicros(cur.CostMicros), gateway.FormatMicros(cur.GPUCostMicros))
+					return nil
+				}
+				fmt.Fprintf(g.stdout, "%s %s re-rated: version %d, cost %s USD (was %s, change %s), GPU cost %s USD\n", tenant, period, cur.Version,
+					gateway.FormatMicros(cur.CostMicros), gateway.FormatMicros(prev.CostMicros), gateway.FormatMicros(cur.CostMicros-prev.CostMicros),
+					gateway.FormatMicros(cur.GPUCostMicros))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant name (required)")
+	cmd.Flags().StringVar(&period, "period", "", "calendar month YYYY-MM (required)")
+	_ = cmd.MarkFlagRequired("tenant")
+	_ = cmd.MarkFlagRequired("period")
+	return cmd
+}
+
+// billHistoryCmd is `strata bill history`: GET /admin/v1/bills/history.
+func billHistoryCmd(g *globals) *cobra.Command {
+	var tenant, period string
+	cmd := &cobra.Command{
+		Use:   "history [--tenant NAME] [--period YYYY-MM]",
+		Short: "List stored bill versions (one per rating)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
+				bs, err := a.Bills(cmd.Context(), tenant, period)
+				if err != nil {
+					return err
+				}
+				tenants, err := tenantNames(cmd.Context(), a)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TENANT\tPERIOD\tVERSION\tRATED\tBY\tCOST USD\tGPU COST USD")
+				for _, b := range bs {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", tenants[b.TenantID], b.Period, b.Version, b.RatedAt.Format(time.RFC3339), b.Actor,
+						gateway.FormatMicros(b.CostMicros), gateway.FormatMicros(b.GPUCostMicros))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
+	cmd.Flags().StringVar(&period, "period", "", "only this month YYYY-MM")
+	return cmd
+}
+
+// policyShowCmd is `strata policy show NAME` / `--key ID`: overrides and the effective policy.
+func policyShowCmd(g *globals) *cobra.Command {
+	var keyID string
+	cmd := &cobra.Command{
+		Use:   "show [NAME | --key ID]",
+		Short: "Show a tenant's (or key's) tier, overrides and effective policy",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (len(args) == 1) == (keyID != "") {
+				return fmt.Errorf("give a tenant name or --key, not both")
+			}
+			return withAdmin(cmd.Context(), g, func(a *gateway.Admin) error {
+				var tier string
+				var over, eff config.Policy
+				if keyID != "" {
+					k, err := a.Key(cmd.Context(), keyID)
+					if err != nil {
+						return err
+					}
+					t, err := a.TenantByID(cmd.Context(), k.TenantID)
+					if err != nil {
+						return err
+					}
+					tier, over, eff = t.Tier, k.Policy, a.EffectivePolicy(t, k)
+				} else {
+					t, err := a.Tenant(cmd.Context(), args[0])
+					if err != nil {
+						return err
+					}
+					tier, over, eff = t.Tier, t.Policy, a.EffectivePolicy(t, nil)
+				}
+				fmt.Fprintf(g.stdout, "tier:      %s\noverrides: %s\neffective: %s\n", dashIfEmpty(tier), policyText(over), policyText(eff))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&keyID, "key", "", "show this key's policy")
 	return cmd
 }

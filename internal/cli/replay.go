@@ -176,7 +176,7 @@ router.scheduler (or, when unset, router weights) defines the profile.`,
 // policyConfig resolves a policy: a name of replay.Policies, or a YAML config file whose
 // router.scheduler (else its flat router weights) is the profile.
 func policyConfig(p string) (config.EndpointPickerConfig, error) {
-	if ext := filepath.Ext(p); ext == ".yaml" || ext == ".yml" {
+	if isYAML(p) {
 		cfg, err := config.Load(p)
 		if err != nil {
 			return config.EndpointPickerConfig{}, err
@@ -187,6 +187,12 @@ func policyConfig(p string) (config.EndpointPickerConfig, error) {
 		return plugins.DefaultProfile(cfg.Router), nil
 	}
 	return replay.PolicyConfig(p)
+}
+
+// isYAML reports whether a policy names a config file rather than a built-in policy.
+func isYAML(p string) bool {
+	ext := filepath.Ext(p)
+	return ext == ".yaml" || ext == ".yml"
 }
 
 // isTerminal reports whether w is a terminal, where a progress bar may redraw itself.

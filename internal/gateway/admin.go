@@ -256,6 +256,9 @@ func (a *Admin) CreateTenantSpec(ctx context.Context, s TenantSpec) (*store.Tena
 	if s.Tier != "" && !tenantName.MatchString(s.Tier) {
 		return nil, fmt.Errorf("gateway: tier %q: want 1 to 64 letters, digits, '.', '_' or '-'", s.Tier)
 	}
+	if err := a.checkConfigured(s.Tier, config.Policy{}); err != nil {
+		return nil, err
+	}
 	t.ExternalID, t.Tier, t.IOLog = s.ExternalID, s.Tier, s.IOLog
 	if err := a.st.CreateTenant(ctx, t); err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -41,6 +42,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 	a.onChange = g.iolog.invalidate
 	h := NewAdminHandler(a, g.log).(*adminHandler)
 	h.requests = g.m.adminRequests
+	h.refused = func() { g.authAud.refused("admin_token", g.clk.Now()) }
 	return h
 }
 
@@ -70,6 +72,7 @@ type adminHandler struct {
 	a        *Admin
 	log      *slog.Logger
 	requests *prometheus.CounterVec // nil: not counted
+	refused  func()                 // nil: refused admin authentications are not audited
 }
 
 // adminRoute is one route: the scope it needs and its handler.
@@ -86,6 +89,9 @@ func (h *adminHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, err := h.authenticate(r)
 	if err != nil {
+		if h.refused != nil && openai.AsError(err).Status == http.StatusUnauthorized {
+			h.refused()
+		}
 		writeAdminError(w, h.log, err)
 		return
 	}
@@ -391,7 +397,19 @@ func readAdminBody(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-func adminListTenants(ctx context.Context, a *Admin, _ *http.Request, _ string) (int, any, error) {
+func adminListTenants(ctx context.Context, a *Admin, r *http.Request, _ string) (int, any, error) {
+	if ext := r.URL.Query().Get("external_id"); ext != "" {
+		out := adminList[AdminTenant]{Object: "list", Data: []AdminTenant{}}
+		t, err := a.st.TenantByExternalID(ctx, ext)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return 0, nil, err
+		default:
+			out.Data = append(out.Data, toAdminTenant(t))
+		}
+		return http.StatusOK, out, nil
+	}
 	ts, err := a.ListTenants(ctx)
 	if err != nil {
 		return 0, nil, err
@@ -1093,8 +1111,9 @@ func adminSetGPUCost(ctx context.Context, a *Admin, r *http.Request, _ string) (
 	return http.StatusCreated, AdminGPUCost{Object: "gpu_cost", GPU: c.GPU, EffectiveAt: c.EffectiveAt.Unix(), MicrosPerHour: c.MicrosPerHour}, err
 }
 
-// wantsCSV reports whether the caller asked for CSV: ?format=csv, or an Accept header naming
-// text/csv (RFC 4180 media type). ?format=json forces JSON; another format is a 400.
+// wantsCSV reports whether the caller asked for CSV: ?format=csv, or an Accept header that prefers
+// text/csv (RFC 4180's media type) to application/json. ?format=json forces JSON; another format is
+// a 400.
 func wantsCSV(r *http.Request) (bool, error) {
 	switch f := r.URL.Query().Get("format"); f {
 	case "csv":
@@ -1102,7 +1121,7 @@ func wantsCSV(r *http.Request) (bool, error) {
 	case "json":
 		return false, nil
 	case "":
-		return strings.Contains(strings.ToLower(r.Header.Get("Accept")), "text/csv"), nil
+		return acceptsCSV(r.Header.Values("Accept")), nil
 	default:
 		return false, openai.InvalidRequest("format", "invalid_value", "'format' must be json or csv.")
 	}
@@ -1502,4 +1521,31 @@ func jsonFieldPath(field string) string {
 		return field
 	}
 	return strings.Join(keep, ".")
+}
+
+// acceptsCSV reports whether Accept (RFC 9110 §12.5.1) gives text/csv a positive weight at least
+// that of application/json (or of */* when JSON is not named).
+func acceptsCSV(values []string) bool {
+	csvQ, jsonQ := -1.0, -1.0
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err != nil {
+				continue
+			}
+			q := 1.0
+			if qs, ok := params["q"]; ok {
+				if f, err := strconv.ParseFloat(qs, 64); err == nil {
+					q = f
+				}
+			}
+			switch mt {
+			case "text/csv":
+				csvQ = max(csvQ, q)
+			case "application/json", "*/*", "application/*":
+				jsonQ = max(jsonQ, q)
+			}
+		}
+	}
+	return csvQ > 0 && csvQ >= jsonQ
 }

@@ -28,7 +28,7 @@ type adminFixture struct {
 	keyID  string
 }
 
-func newAdminFixture(t *testing.T) *adminFixture {
+func newAdminFixture(t testing.TB) *adminFixture {
 	t.Helper()
 	ctx := context.Background()
 	st := openTestStore(t)
@@ -404,6 +404,18 @@ func TestGatewayAdminHandler(t *testing.T) {
 	for _, code := range []string{"200", "401", "403"} {
 		require.Equal(t, 1.0, testutil.ToFloat64(h.gw.m.adminRequests.WithLabelValues(code)), code)
 	}
+	h.gw.syncWriteBehind()
+	es, err := h.st.ListAudit(context.Background())
+	require.NoError(t, err)
+	var refused []string
+	for _, e := range es {
+		if e.Action == "auth.failure" {
+			refused = append(refused, e.Target+" "+e.Detail)
+		}
+	}
+	require.Len(t, refused, 1, "the refused admin token is audited")
+	require.Contains(t, refused[0], `admin_token {"count":1`)
+	require.NotContains(t, refused[0], h.key)
 }
 
 // FuzzAdminRoute: any method and path either matches a route with a known scope or is refused

@@ -55,6 +55,13 @@ func TestAdminTenantPatchAndExternalID(t *testing.T) {
 	code, body = f.do(t, http.MethodGet, "/admin/v1/tenants/acme", all, "")
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "cus_1", body["external_id"])
+	code, body = f.do(t, http.MethodGet, "/admin/v1/tenants?external_id=cus_1", all, "")
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, body["data"], 1)
+	require.Equal(t, "acme", body["data"].([]any)[0].(map[string]any)["name"])
+	code, body = f.do(t, http.MethodGet, "/admin/v1/tenants?external_id=nobody", all, "")
+	require.Equal(t, http.StatusOK, code)
+	require.Empty(t, body["data"])
 
 	for _, tc := range []struct{ body, param string }{
 		{`{"rpm":-1}`, "rpm"},
@@ -427,4 +434,96 @@ func TestLastUsedAtWriteBehind(t *testing.T) {
 		require.False(t, k.LastUsedAt.After(h.clk.Now()))
 	}
 	require.NoError(t, h.gw.Close())
+}
+
+// FuzzAdminBodies: any body on the routes that decode JSON gives 2xx or a 4xx OpenAI error,
+// never a panic or a 500.
+func FuzzAdminBodies(f *testing.F) {
+	for _, s := range []string{`{}`, `{"rpm":-1}`, `{"expires_at":"2030-01-01T00:00:00Z"}`, `{"expires_at":1e99}`, `{"grace_period":"24h"}`,
+		`{"tier":"x","models":["@g"]}`, `{"model":"m","input_micros":1,"cached_micros":1,"output_micros":1,"effective_at":-1}`, `[`, `null`} {
+		f.Add(s)
+	}
+	fx := newAdminFixture(f)
+	paths := []struct{ method, path string }{
+		{http.MethodPatch, "/admin/v1/tenants/acme"}, {http.MethodPut, "/admin/v1/tenants/acme/policy"},
+		{http.MethodPost, "/admin/v1/tenants/acme/keys"}, {http.MethodPatch, "/admin/v1/keys/" + fx.keyID},
+		{http.MethodPut, "/admin/v1/keys/" + fx.keyID + "/policy"}, {http.MethodPost, "/admin/v1/prices"},
+		{http.MethodPost, "/admin/v1/gpu-costs"}, {http.MethodPost, "/admin/v1/bills/rerate"},
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		for _, p := range paths {
+			r := httptest.NewRequest(p.method, p.path, strings.NewReader(body))
+			r.Header.Set("Authorization", "Bearer "+fx.tokens["all"])
+			w := httptest.NewRecorder()
+			fx.h.ServeHTTP(w, r)
+			require.Less(t, w.Code, 500, "%s %s %q: %s", p.method, p.path, body, w.Body.String())
+		}
+	})
+}
+
+// TestFairnessPerKeyAndModelGroups: policy fairness "key" gives each key of a tenant its own
+// fairness id (the default, one per tenant, is unchanged); a "@group" allowlist admits exactly the
+// group's models.
+func TestFairnessPerKeyAndModelGroups(t *testing.T) {
+	cfg := tierConfig(map[string]config.Policy{"t": {Models: []string{"@small"}}}, "t")
+	cfg.ModelGroups = map[string][]string{"small": {"m1"}}
+	h := newHarnessCfg(t, cfg, 0, 0)
+	ctx := context.Background()
+	other, ok2, err := h.admin.CreateKey(ctx, "acme", "")
+	require.NoError(t, err)
+	send := func(key, model string) int {
+		return h.do(http.MethodPost, openai.PathChatCompletions, `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`,
+			"Authorization", "Bearer "+key).Code
+	}
+	require.Equal(t, 200, send(h.key, "m1"))
+	require.Equal(t, 404, send(h.key, "m2"), "m2 is not in the group")
+	require.Equal(t, 200, send(other, "m1"))
+	seen := h.eng.seen()
+	require.Equal(t, seen[0].header.Get(openai.HeaderFairnessID), seen[1].header.Get(openai.HeaderFairnessID), "one flow per tenant by default")
+
+	key := "key"
+	require.NoError(t, h.admin.SetKeyPolicy(ctx, ok2.ID, config.Policy{Fairness: &key}))
+	h.clk.Step(AuthCacheTTL)
+	require.Equal(t, 200, send(h.key, "m1"))
+	require.Equal(t, 200, send(other, "m1"))
+	seen = h.eng.seen()
+	a, b := seen[2].header.Get(openai.HeaderFairnessID), seen[3].header.Get(openai.HeaderFairnessID)
+	require.NotEmpty(t, b)
+	require.NotEqual(t, a, b, "the key with fairness=key is a flow of its own")
+	require.Len(t, b, 16)
+}
+
+func TestAcceptsCSV(t *testing.T) {
+	for _, tc := range []struct {
+		accept []string
+		want   bool
+	}{
+		{nil, false},
+		{[]string{"text/csv"}, true},
+		{[]string{"application/json;q=0.5, text/csv"}, true},
+		{[]string{"text/csv;q=0, application/json"}, false},
+		{[]string{"application/json", "text/csv;q=0.2"}, false},
+		{[]string{"*/*"}, false},
+		{[]string{"text/csv; charset=utf-8", "*/*;q=0.1"}, true},
+		{[]string{"garbage;;;"}, false},
+	} {
+		require.Equal(t, tc.want, acceptsCSV(tc.accept), "%q", tc.accept)
+	}
+}
+
+// TestCloseFlushesWriteBehind: Close writes what the write-behind holds (last uses, refused
+// authentications) without waiting for its timer.
+func TestCloseFlushesWriteBehind(t *testing.T) {
+	h := newHarness(t, 0, 0)
+	ctx := context.Background()
+	require.Equal(t, 200, h.do(http.MethodGet, openai.PathModels, "").Code)
+	require.Equal(t, 401, h.do(http.MethodGet, openai.PathModels, "", "Authorization", "Bearer "+KeyPrefix+"nope00000000").Code)
+	require.NoError(t, h.gw.Close())
+	k, err := h.st.APIKey(ctx, h.keyRec.ID)
+	require.NoError(t, err)
+	require.False(t, k.LastUsedAt.IsZero())
+	es, err := h.st.ListAudit(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "auth.failure", es[len(es)-1].Action)
+	require.Equal(t, "invalid", es[len(es)-1].Target)
 }

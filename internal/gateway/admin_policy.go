@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/strata-inference/strata/internal/config"
@@ -24,6 +25,9 @@ func (a *Admin) SetTenantPolicy(ctx context.Context, tenant, tier string, p conf
 	}
 	if tier != "" && !tenantName.MatchString(tier) {
 		return fmt.Errorf("gateway: tier %q: want 1 to 64 letters, digits, '.', '_' or '-'", tier)
+	}
+	if err := a.checkConfigured(tier, p); err != nil {
+		return err
 	}
 	id, err := a.tenantID(ctx, tenant)
 	if err != nil {
@@ -44,6 +48,9 @@ func (a *Admin) SetTenantPolicy(ctx context.Context, tenant, tier string, p conf
 func (a *Admin) SetKeyPolicy(ctx context.Context, keyID string, p config.Policy) error {
 	if err := p.Validate(); err != nil {
 		return fmt.Errorf("gateway: policy: %w", err)
+	}
+	if err := a.checkConfigured("", p); err != nil {
+		return err
 	}
 	if err := a.st.SetAPIKeyPolicy(ctx, keyID, p); err != nil {
 		return err
@@ -352,4 +359,36 @@ func (a *Admin) Bills(ctx context.Context, tenant, period string) ([]store.Bill,
 		return nil, err
 	}
 	return a.st.ListBills(ctx, id, period)
+}
+
+// TenantByID returns the tenant with the given ID (wrapping store.ErrNotFound).
+func (a *Admin) TenantByID(ctx context.Context, id string) (*store.Tenant, error) {
+	return a.st.Tenant(ctx, id)
+}
+
+// EffectivePolicy is the policy that applies to key k of tenant t (k nil: to the tenant's keys
+// without overrides): the tier's (with a configuration), the tenant's rpm/tpm/models columns, the
+// tenant's overrides, the key's.
+func (a *Admin) EffectivePolicy(t *store.Tenant, k *store.APIKey) config.Policy {
+	return a.effectivePolicy(t, k)
+}
+
+// checkConfigured refuses, when the Admin knows the configuration (WithConfig), a tier that is
+// not configured and a "@group" in p.Models that is not a configured model group: a serving
+// gateway would silently apply its default tier, or allow nothing for the group.
+func (a *Admin) checkConfigured(tier string, p config.Policy) error {
+	if a.cfg == nil {
+		return nil
+	}
+	if _, ok := a.cfg.Tiers[tier]; tier != "" && !ok {
+		return fmt.Errorf("gateway: tier: %q is not configured (gateway.tiers)", tier)
+	}
+	for _, m := range p.Models {
+		if g, ok := strings.CutPrefix(m, ModelGroupPrefix); ok {
+			if _, known := a.cfg.ModelGroups[g]; !known {
+				return fmt.Errorf("gateway: models: model group %q is not configured (gateway.model_groups)", g)
+			}
+		}
+	}
+	return nil
 }

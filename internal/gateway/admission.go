@@ -178,3 +178,55 @@ func (m *memoryBackend) settleBudget(_ context.Context, b budgetKey, requestID s
 }
 
 func (m *memoryBackend) Close() error { return nil }
+
+// admitSpec is every admission check of one request, for a backend that runs them in one step.
+type admitSpec struct {
+	rateBucket  string
+	rpm, tpm    int
+	tokens      int64
+	strict      bool
+	concBucket  string
+	concLimit   int64 // 0: no concurrency limit
+	requestID   string
+	ttl         time.Duration
+	quota       *budgetKey // nil: no monthly token quota
+	quotaLimit  int64
+	quotaAmount int64
+	spend       *budgetKey // nil: no monthly spend cap
+	spendLimit  int64
+	spendAmount int64
+}
+
+// admitResult is the answer of oneShotAdmitter.admitAll.
+type admitResult struct {
+	// adm holds the rate verdicts; adm.rejected is set when a rate limit refused.
+	adm admission
+	// refused names a later check that refused ("concurrency", "quota", "spend").
+	refused string
+	// needBase names budgets ("quota", "spend") whose period must be loaded from the ledger
+	// before the request can be decided; nothing was written.
+	needBase []string
+	// quotaUsed and spendUsed are the budgets' used + reserved after the decision.
+	quotaUsed, spendUsed int64
+}
+
+// oneShotAdmitter is the optional capability of a backend that decides a whole admission in one
+// atomic step (Redis: one round trip) instead of one call per check.
+type oneShotAdmitter interface {
+	admitAll(ctx context.Context, s admitSpec) (admitResult, error)
+	// loadBudget stores the settled usage of b's period, unless another replica did first.
+	loadBudget(ctx context.Context, b budgetKey, used int64) error
+	// settleAll settles a whole ticket at once (rates, slot, budgets).
+	settleAll(ctx context.Context, s settleSpec) error
+}
+
+// settleSpec is a ticket's settlement for oneShotAdmitter.settleAll.
+type settleSpec struct {
+	rateBucket            string
+	tpm                   int
+	charged, actualTokens int64
+	slot                  string // "" when no slot was taken
+	requestID             string
+	quota, spend          *budgetKey // nil: not reserved
+	actualSpend           int64
+}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -45,6 +46,9 @@ type ticket struct {
 // and returns the error to answer (its retry-after already set on h). The admission is returned
 // for the x-ratelimit-* headers also when refused.
 func (g *Gateway) admit(ctx context.Context, h http.Header, p *principal, model string, estimate int64, strict bool, outTokens, promptEst int64) (*ticket, *admission, error) {
+	if os, ok := g.backend.(oneShotAdmitter); ok && !g.stepAdmission {
+		return g.admitOneShot(ctx, os, h, p, model, estimate, strict, outTokens, promptEst)
+	}
 	pol := &p.policy
 	tk := &ticket{g: g, id: uuid.NewString(), bucket: pol.rateBucket, tpm: int(min(pol.tpm, int64(^uint(0)>>1)))}
 	adm, err := g.backend.admitRates(ctx, pol.rateBucket, int(pol.rpm), tk.tpm, estimate, strict)
@@ -77,9 +81,7 @@ func (g *Gateway) admit(ctx context.Context, h http.Header, p *principal, model 
 		case !ok:
 			g.m.rateLimited.WithLabelValues("concurrency").Inc()
 			h.Set(openai.HeaderRetryAfter, "1")
-			return refuse(&openai.Error{Status: http.StatusTooManyRequests, Type: "requests", Code: openai.CodeRateLimitExceeded,
-				Message: "Too many concurrent requests for " + model + ": Limit " + strconv.FormatInt(pol.maxConcurrent, 10) +
-					". Please retry when one of your requests has finished."})
+			return refuse(errTooManyConcurrent(model, pol.maxConcurrent))
 		default:
 			tk.slot = bucket
 		}
@@ -176,6 +178,10 @@ func (tk *ticket) settle(ctx context.Context, prompt, cached, completion int64) 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	tokens := satAdd(prompt, completion)
+	if os, ok := g.backend.(oneShotAdmitter); ok && !g.stepAdmission {
+		tk.settleOneShot(ctx, os, prompt, cached, completion)
+		return
+	}
 	// A failed settlement leaks a reservation until its TTL (a false insufficient_quota meanwhile),
 	// so a backend failure is retried twice before it is logged and left to the TTL.
 	logErr := func(what string, op func() error) {
@@ -209,3 +215,173 @@ func (tk *ticket) settle(ctx context.Context, prompt, cached, completion int64) 
 
 // cancel returns the ticket of a request that served nothing.
 func (tk *ticket) cancel(ctx context.Context) { tk.settle(ctx, 0, 0, 0) }
+
+// errTooManyConcurrent is the 429 of a request over its tenant's concurrency limit.
+func errTooManyConcurrent(model string, limit int64) *openai.Error {
+	return &openai.Error{Status: http.StatusTooManyRequests, Type: "requests", Code: openai.CodeRateLimitExceeded,
+		Message: "Too many concurrent requests for " + model + ": Limit " + strconv.FormatInt(limit, 10) +
+			". Please retry when one of your requests has finished."}
+}
+
+// admitOneShot is admit on a backend that decides every check in one step (Redis: one round trip
+// in the steady state; the first request of a budget period also loads the period's usage from
+// the ledger). The answers, metrics and headers are those of the step-by-step path; a backend
+// failure is decided by each enabled limit's fail-open setting in admit's order.
+func (g *Gateway) admitOneShot(ctx context.Context, os oneShotAdmitter, h http.Header, p *principal, model string, estimate int64, strict bool, outTokens, promptEst int64) (*ticket, *admission, error) {
+	pol := &p.policy
+	tk := &ticket{g: g, id: uuid.NewString(), bucket: pol.rateBucket, tpm: int(min(pol.tpm, int64(^uint(0)>>1)))}
+	now := g.clk.Now()
+	period, start, _ := Month(now, g.loc)
+	end := start.AddDate(0, 1, 0)
+	s := admitSpec{rateBucket: pol.rateBucket, rpm: int(pol.rpm), tpm: tk.tpm, tokens: estimate, strict: strict, requestID: tk.id,
+		ttl: g.cfg.Admission.ReservationTTL.D()}
+	if pol.maxConcurrent > 0 {
+		s.concBucket, s.concLimit = "t:"+p.tenant.ID, pol.maxConcurrent
+	}
+	bases := map[string]func(context.Context) (int64, error){}
+	if pol.monthlyTokens > 0 {
+		s.quota, s.quotaLimit, s.quotaAmount = &budgetKey{"tokens", p.tenant.ID, period}, pol.monthlyTokens, estimate
+		bases["quota"] = func(ctx context.Context) (int64, error) {
+			tots, err := g.st.UsageTotals(ctx, p.tenant.ID, start, end)
+			var sum int64
+			for _, t := range tots {
+				sum = satAdd(sum, satAdd(t.PromptTokens, t.CompletionTokens))
+			}
+			return sum, err
+		}
+	}
+	if pol.monthlySpend > 0 {
+		books, err := g.prices.get(ctx, now)
+		if err != nil {
+			g.log.ErrorContext(ctx, "gateway: reading the price book failed", "err", err)
+			return nil, &admission{}, errAdmissionUnavailable
+		}
+		pb := books.forTier(pol.tier)
+		if price, ok := pb.at(model, now); ok {
+			tk.price = price
+			tk.spendHeld = microsUp(costPicos(price, promptEst, 0, outTokens))
+		}
+		s.spend, s.spendLimit, s.spendAmount = &budgetKey{"spend", p.tenant.ID, period}, pol.monthlySpend, tk.spendHeld
+		bases["spend"] = func(ctx context.Context) (int64, error) {
+			lines, err := rate(ctx, g.st, pb, p.tenant.ID, p.tenant.Name, start, end)
+			var sum int64
+			for _, l := range lines {
+				sum = satAdd(sum, l.CostMicros)
+			}
+			return sum, err
+		}
+	}
+	if s.rpm <= 0 && s.tpm <= 0 && s.concLimit == 0 && s.quota == nil && s.spend == nil {
+		return tk, &admission{}, nil // no limit: nothing to ask the backend
+	}
+	// failAll decides a backend failure limit by limit: the first that fails closed answers.
+	failAll := func(err error) (*ticket, *admission, error) {
+		enabled := []struct {
+			name string
+			on   bool
+		}{{"rates", s.rpm > 0 || s.tpm > 0}, {"concurrency", s.concLimit > 0}, {"quota", s.quota != nil}, {"spend", s.spend != nil}}
+		for _, l := range enabled {
+			if !l.on {
+				continue
+			}
+			if open, ferr := g.failMode(ctx, l.name, err); !open {
+				return nil, &admission{}, ferr
+			}
+		}
+		tk.tpm = 0
+		return tk, &admission{}, nil
+	}
+	for attempt := 0; ; attempt++ {
+		res, err := os.admitAll(ctx, s)
+		if err != nil {
+			return failAll(err)
+		}
+		if len(res.needBase) > 0 {
+			if attempt > 0 {
+				return failAll(backendErr(errors.New("budget usage vanished while loading")))
+			}
+			for _, name := range res.needBase {
+				b := s.quota
+				if name == "spend" {
+					b = s.spend
+				}
+				base := bases[name]
+				if b == nil || base == nil {
+					return failAll(backendErr(fmt.Errorf("backend asked to load unknown budget %q", name)))
+				}
+				used, err := base(ctx)
+				if err != nil {
+					_, ferr := g.failMode(ctx, name, fmt.Errorf("gateway: loading %s from the ledger: %w", b, err))
+					return nil, &admission{}, ferr
+				}
+				if err := os.loadBudget(ctx, *b, used); err != nil {
+					if open, ferr := g.failMode(ctx, name, err); !open {
+						return nil, &admission{}, ferr
+					}
+					if name == "quota" {
+						s.quota = nil
+					} else {
+						s.spend = nil
+					}
+				}
+			}
+			continue
+		}
+		adm := res.adm
+		if adm.rejected != "" {
+			g.m.rateLimited.WithLabelValues(adm.rejected).Inc()
+			if !adm.tooLarge {
+				h.Set(openai.HeaderRetryAfter, retryAfterSeconds(adm.retryAfter()))
+			}
+			return nil, &adm, rateLimitError(model, &adm, estimate)
+		}
+		switch res.refused {
+		case "":
+		case "concurrency":
+			g.m.rateLimited.WithLabelValues("concurrency").Inc()
+			h.Set(openai.HeaderRetryAfter, "1")
+			return nil, &adm, errTooManyConcurrent(model, pol.maxConcurrent)
+		default:
+			g.m.quotaRefused.WithLabelValues(res.refused).Inc()
+			return nil, &adm, errInsufficientQuota
+		}
+		tk.charged = adm.charged
+		if s.concLimit > 0 {
+			tk.slot = s.concBucket
+		}
+		tk.quota, tk.spend = s.quota, s.spend
+		return tk, &adm, nil
+	}
+}
+
+// settleOneShot is settle in one backend call, retried twice on a backend failure like the
+// step-by-step settlement (budget settlements are idempotent; a token-bucket correction applied
+// by a call whose answer was lost is applied again, as on the step-by-step path).
+func (tk *ticket) settleOneShot(ctx context.Context, os oneShotAdmitter, prompt, cached, completion int64) {
+	g := tk.g
+	s := settleSpec{rateBucket: tk.bucket, tpm: tk.tpm, charged: tk.charged, actualTokens: satAdd(prompt, completion), slot: tk.slot,
+		requestID: tk.id, quota: tk.quota, spend: tk.spend}
+	if tk.spend != nil && tk.price != nil {
+		s.actualSpend = microsUp(costPicos(tk.price, prompt, cached, completion))
+	}
+	if (s.tpm <= 0 || s.actualTokens == s.charged) && s.slot == "" && s.quota == nil && s.spend == nil {
+		return // nothing held
+	}
+	err := os.settleAll(ctx, s)
+	for i := 0; err != nil && errors.Is(err, errBackend) && i < 2; i++ {
+		time.Sleep(time.Duration(25<<i) * time.Millisecond)
+		err = os.settleAll(ctx, s)
+	}
+	if err == nil {
+		return
+	}
+	for _, part := range []struct {
+		what string
+		on   bool
+	}{{"rates", s.tpm > 0 && s.actualTokens != s.charged}, {"concurrency", s.slot != ""}, {"quota", s.quota != nil}, {"spend", s.spend != nil}} {
+		if part.on && errors.Is(err, errBackend) {
+			g.m.backendErrors.WithLabelValues(part.what).Inc()
+		}
+	}
+	g.log.WarnContext(ctx, "gateway: settling admission failed", "what", "all", "err", err)
+}

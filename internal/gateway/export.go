@@ -138,7 +138,9 @@ func newExporter(st *store.Store, cfg config.Export, clk clock.Clock, reg promet
 }
 
 // event is the ledger's store.UsageEventFunc.
-func (e *exporter) event(rec *store.UsageRecord) ([]byte, error) { return usageCloudEvent(e.cfg.Source, rec) }
+func (e *exporter) event(rec *store.UsageRecord) ([]byte, error) {
+	return usageCloudEvent(e.cfg.Source, rec)
+}
 
 // notify wakes the delivery loop (after a commit that wrote events). Never blocks.
 func (e *exporter) notify() {

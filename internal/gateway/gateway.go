@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
@@ -59,11 +60,15 @@ type Gateway struct {
 	iolog   *ioLog         // opt-in per-tenant I/O log (iolog.go)
 	touches *toucher       // write-behind of api_keys.last_used_at (auth.go)
 	authAud *authAuditor   // coalesced audit entries of refused authentications (auth.go)
+	// stepAdmission forces one backend call per admission check even when the backend can decide
+	// them all at once (tests and the before/after benchmark).
+	stepAdmission bool
 
-	ledger   *ledger       // group-commit writer of usage records (ledger.go)
-	exporter *exporter     // CloudEvents delivery of usage records; nil without export (export.go)
-	mm       *meterMetrics // metering counters (ledger.go)
-	inflight sync.Map      // request id -> struct{}: the requests this gateway is serving
+	ledger   *ledger                      // group-commit writer of usage records (ledger.go)
+	exporter *exporter                    // CloudEvents delivery of usage records; nil without export (export.go)
+	mm       *meterMetrics                // metering counters (ledger.go)
+	inflight sync.Map                     // request id -> struct{}: the requests this gateway is serving
+	recent   *lru.Cache[string, struct{}] // request ids this gateway metered lately (ledger.go)
 }
 
 // New returns a gateway over the store st (tenants, keys, usage), hashing keys with secret (at
@@ -199,7 +204,7 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
 	}
 	requestID := requestIDOf(r.Header)
 	w.Header().Set(openai.HeaderRequestID, requestID)
-	release, err := g.claimRequestID(ctx, requestID)
+	release, err := g.claimRequestID(requestID)
 	if err != nil {
 		openai.WriteError(w, err)
 		return
@@ -212,11 +217,10 @@ func (g *Gateway) serveInference(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	wantsUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
-	wantsChunks := wantsUsage && req.StreamOptions.ContinuousUsageStats
+	var wantsUsage, wantsChunks bool
 	stream := req.Stream && r.URL.Path != openai.PathEmbeddings
 	if stream {
-		if body, err = forceStreamUsage(body); err != nil {
+		if body, wantsUsage, wantsChunks, err = forceStreamUsage(body); err != nil {
 			tk.cancel(ctx)
 			openai.WriteError(w, err) // unreachable for a body ParseInferenceRequest accepted
 			return

@@ -239,20 +239,24 @@ func (l *ioLog) runPurge(ctx context.Context) {
 	if interval <= 0 {
 		interval = time.Hour
 	}
-	t := l.clk.NewTimer(0)
+	once := func() {
+		if n, err := l.purge(ctx); err != nil {
+			if ctx.Err() == nil {
+				l.log.ErrorContext(ctx, "gateway: i/o log purge failed", "err", err)
+			}
+		} else if n > 0 {
+			l.log.InfoContext(ctx, "gateway: i/o log purged", "entries", n)
+		}
+	}
+	once()
+	t := l.clk.NewTimer(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C():
-			if n, err := l.purge(ctx); err != nil {
-				if ctx.Err() == nil {
-					l.log.ErrorContext(ctx, "gateway: i/o log purge failed", "err", err)
-				}
-			} else if n > 0 {
-				l.log.InfoContext(ctx, "gateway: i/o log purged", "entries", n)
-			}
+			once()
 			t.Reset(interval)
 		}
 	}

@@ -219,7 +219,9 @@ func TestRecordRace(t *testing.T) {
 		errs := make([]error, 2)
 		var wg sync.WaitGroup
 		wg.Go(func() { errs[0] = m.record(context.Background(), 200, u, 4, time.Millisecond, store.BilledComplete) })
-		wg.Go(func() { errs[1] = m.record(context.Background(), 200, u, 4, time.Millisecond, store.BilledClientDisconnect) })
+		wg.Go(func() {
+			errs[1] = m.record(context.Background(), 200, u, 4, time.Millisecond, store.BilledClientDisconnect)
+		})
 		wg.Wait()
 		require.NoError(t, errs[0])
 		require.NoError(t, errs[1])
@@ -238,8 +240,7 @@ func TestRecordRace(t *testing.T) {
 // released and metered it stays refused; a new id is accepted.
 func TestRequestIDInFlight(t *testing.T) {
 	h := newHarness(t, 0, 0)
-	ctx := context.Background()
-	release, err := h.gw.claimRequestID(ctx, "req-busy")
+	release, err := h.gw.claimRequestID("req-busy")
 	require.NoError(t, err)
 	w := h.do("POST", openai.PathChatCompletions, simpleChat, openai.HeaderRequestID, "req-busy")
 	require.Equal(t, 409, w.Code)

@@ -32,7 +32,47 @@ const usageWriteTimeout = 10 * time.Second
 // other byte of the body is kept, and inside stream_options the other fields are kept. Every
 // top-level occurrence of the key is rewritten (JSON decoders disagree on duplicates, Go's and
 // Python's keep the last). body must be a JSON object.
-func forceStreamUsage(body []byte) ([]byte, error) {
+//
+// It also returns the usage the client's own stream_options asks for, read as vLLM reads it
+// (protocol.py StreamOptions: include_usage defaults to true when stream_options is an object,
+// continuous_usage_stats to false, and counts only with include_usage; the last occurrence of a
+// duplicated key wins, keys match exactly): what the client must receive.
+func forceStreamUsage(body []byte) (out []byte, include, continuous bool, err error) {
+	out, err = rewriteStreamUsage(body)
+	if err != nil {
+		return nil, false, false, err
+	}
+	include, continuous = clientStreamUsage(body)
+	return out, include, continuous, nil
+}
+
+// clientStreamUsage reads the top-level stream_options of body (a JSON object) as vLLM does.
+func clientStreamUsage(body []byte) (include, continuous bool) {
+	var top map[string]json.RawMessage // Go keeps the last duplicate, as Python does
+	if json.Unmarshal(body, &top) != nil {
+		return false, false
+	}
+	raw, ok := top["stream_options"]
+	if !ok {
+		return false, false
+	}
+	var opts map[string]json.RawMessage
+	if json.Unmarshal(raw, &opts) != nil || opts == nil {
+		return false, false // null (or not an object, which vLLM refuses)
+	}
+	flag := func(key string, def bool) bool {
+		v, ok := opts[key]
+		if !ok || string(v) == "null" {
+			return def
+		}
+		var b bool
+		return json.Unmarshal(v, &b) == nil && b
+	}
+	include = flag("include_usage", true)
+	return include, include && flag("continuous_usage_stats", false)
+}
+
+func rewriteStreamUsage(body []byte) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil, errors.New("gateway: request body is not a JSON object")
@@ -239,7 +279,9 @@ func (m *metered) relayStream(ctx context.Context, w http.ResponseWriter, resp *
 	opts := relayOpts{keepChunkUsage: m.wantsChunks, keepFinalUsage: m.wantsUsage, collectText: m.iolog}
 	t, err := relayEvents(w, resp.Body, opts,
 		func() { ttft = m.g.clk.Since(m.start) },
-		func(t *tally) error { return m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft, store.BilledComplete) })
+		func(t *tally) error {
+			return m.record(ctx, resp.StatusCode, t.usage, t.chunks, ttft, store.BilledComplete)
+		})
 	if errors.Is(err, errNotDurable) {
 		m.g.mm.streamsAborted.Inc()
 		m.g.log.WarnContext(ctx, "gateway: stream aborted before [DONE]: its usage record is not durable", "request_id", m.requestID)
@@ -319,7 +361,7 @@ func relayEvents(w io.Writer, body io.Reader, o relayOpts, first func(), done fu
 			} else {
 				t.chunks++
 				if c.usage != nil && !o.keepChunkUsage {
-					raw = cutUsage(ev, c.cutFrom, c.cutTo)
+					raw = cutUsage(ev, c)
 				}
 				if o.collectText {
 					collectText(&t.text, ev.Data)
@@ -341,28 +383,42 @@ var usageKey = []byte(`"usage"`)
 
 // chunkInfo is what inspectChunk found in one event's data.
 type chunkInfo struct {
-	usage          *openai.Usage // the top-level usage block; nil if none or null
-	usageOnly      bool          // a usage block and no choices: the include_usage chunk
-	cutFrom, cutTo int           // the bytes of data to remove to drop the usage member
+	usage     *openai.Usage // the top-level usage block (the last one, as Python keeps); nil if none or null
+	usageOnly bool          // a usage block and no choices: the include_usage chunk
+	stripped  []byte        // the data without its top-level usage member(s)
+	verbatim  bool          // stripped is data with one span cut out, every other byte kept
 }
 
-// inspectChunk reads one stream event's data: its top-level usage block and whether it is a
-// usage-only chunk, and the span of the usage member (with one adjacent comma) so it can be cut
-// out. Keys match exactly, as in the engine's Python decoder (Go's struct decoding would also
-// take "Usage"). Data that is not a JSON object has no usage.
+// inspectChunk reads one stream event's data: its top-level usage block, whether it is a
+// usage-only chunk, and the data without the usage member. With one usage member (the vLLM case)
+// the member and one adjacent comma are cut out and every other byte is kept; with duplicated
+// usage keys the object is rebuilt from its other members. Keys match exactly, as in the
+// engine's Python decoder (Go's struct decoding would also take "Usage"). Data that is not
+// exactly one JSON object has no usage.
 func inspectChunk(data []byte) chunkInfo {
-	if !bytes.Contains(data, usageKey) {
+	if !bytes.Contains(data, usageKey) || !json.Valid(data) {
 		return chunkInfo{}
 	}
+	if c, ok := inspectChunkFast(data); ok {
+		return c
+	}
+	return inspectChunkDecoder(data)
+}
+
+// inspectChunkDecoder is inspectChunk's general path, for data that is valid JSON.
+func inspectChunkDecoder(data []byte) chunkInfo {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return chunkInfo{}
 	}
-	var c chunkInfo
+	type member struct {
+		sepStart, start, end int // sepStart: just after the previous value (or '{')
+		usage                bool
+	}
+	var members []member
 	var usageRaw json.RawMessage
-	hasChoices, found := false, false
-	prevEnd := int(dec.InputOffset()) // just after '{' or the previous member's value
-	first := true
+	hasChoices, usages := false, 0
+	prevEnd := int(dec.InputOffset())
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -373,36 +429,141 @@ func inspectChunk(data []byte) chunkInfo {
 			return chunkInfo{}
 		}
 		end := int(dec.InputOffset())
+		start := skipSpace(data, prevEnd)
+		if start < len(data) && data[start] == ',' {
+			start = skipSpace(data, start+1)
+		}
+		m := member{sepStart: prevEnd, start: start, end: end}
 		switch key, _ := tok.(string); key {
 		case "usage":
-			usageRaw, found = v, true
-			if first {
-				// Cut the member and the comma after it (if another member follows).
-				c.cutFrom, c.cutTo = prevEnd, end
-				if i := skipSpace(data, end); i < len(data) && data[i] == ',' {
-					c.cutTo = i + 1
-				}
-			} else {
-				c.cutFrom, c.cutTo = prevEnd, end // the comma before it, the key, the value
-			}
+			usageRaw, m.usage = v, true
+			usages++
 		case "choices":
 			var choices []json.RawMessage
 			_ = json.Unmarshal(v, &choices) // absent, null or not a list: no choices
 			hasChoices = len(choices) > 0
 		}
-		prevEnd, first = end, false
+		members = append(members, m)
+		prevEnd = end
 	}
 	if _, err := dec.Token(); err != nil { // the closing '}'
 		return chunkInfo{}
 	}
-	if !found {
-		return chunkInfo{}
+	if skipSpace(data, int(dec.InputOffset())) != len(data) || usages == 0 {
+		return chunkInfo{} // not one JSON object (the engine's decoder would refuse it), or no usage
 	}
+	var c chunkInfo
 	if json.Unmarshal(usageRaw, &c.usage) != nil || c.usage == nil {
 		return chunkInfo{}
 	}
 	c.usageOnly = !hasChoices
+	if usages == 1 {
+		for i, m := range members {
+			if !m.usage {
+				continue
+			}
+			from, to := m.sepStart, m.end // the comma before it, the key, the value
+			if i == 0 {
+				// The first member: cut it and the comma after it (if another member follows).
+				if k := skipSpace(data, m.end); k < len(data) && data[k] == ',' {
+					to = k + 1
+				}
+			}
+			c.stripped, c.verbatim = append(append(make([]byte, 0, len(data)), data[:from]...), data[to:]...), true
+		}
+		return c
+	}
+	b := []byte{'{'}
+	for _, m := range members {
+		if m.usage {
+			continue
+		}
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = append(b, data[m.start:m.end]...)
+	}
+	c.stripped = append(b, '}')
 	return c
+}
+
+// inspectChunkFast handles the shape vLLM sends, without the decoder's allocations (it cost ~100
+// allocations per chunk, BenchmarkRelayEvents): data is a valid JSON object (checked by the
+// caller) whose one top-level "usage" member is the last, written `,"usage":{...}}` with no
+// whitespace. It scans the top level once, tracking strings and nesting, and reports ok=false
+// for any other shape, which the general path then handles.
+func inspectChunkFast(data []byte) (chunkInfo, bool) {
+	const marker = `,"usage":`
+	if len(data) < 2 || data[0] != '{' || data[len(data)-1] != '}' {
+		return chunkInfo{}, false
+	}
+	usageAt, usages, choices := -1, 0, -1
+	depth, inString, expectKey := 0, false, false
+	for i := 0; i < len(data); i++ {
+		ch := data[i]
+		if inString {
+			switch ch {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch ch {
+		case '"':
+			if depth == 1 && expectKey {
+				end := i + 1
+				for ; end < len(data) && data[end] != '"'; end++ {
+					if data[end] == '\\' {
+						return chunkInfo{}, false // an escaped key: leave it to the decoder
+					}
+				}
+				switch key := data[i+1 : end]; string(key) {
+				case "usage":
+					usages++
+					if bytes.HasPrefix(data[i-1:], []byte(marker)) {
+						usageAt = i - 1
+					}
+				case "choices":
+					if bytes.HasPrefix(data[end+1:], []byte(":")) {
+						choices = end + 2
+					} else {
+						return chunkInfo{}, false
+					}
+				}
+			}
+			expectKey, inString = false, true
+		case '{', '[':
+			depth++
+			expectKey = ch == '{' && depth == 1
+		case '}', ']':
+			depth--
+		case ',':
+			expectKey = depth == 1
+		}
+	}
+	if usages != 1 || usageAt < 0 {
+		return chunkInfo{}, false
+	}
+	value := data[usageAt+len(marker) : len(data)-1]
+	if !json.Valid(value) {
+		return chunkInfo{}, false // the usage member is not the last one
+	}
+	var c chunkInfo
+	if json.Unmarshal(value, &c.usage) != nil || c.usage == nil {
+		return chunkInfo{}, true // null or not a usage object: no usage, as the general path says
+	}
+	hasChoices := false
+	if choices >= 0 {
+		j := skipSpace(data, choices)
+		if j < len(data) && data[j] == '[' {
+			hasChoices = data[skipSpace(data, j+1)] != ']'
+		}
+	}
+	c.usageOnly = !hasChoices
+	c.stripped, c.verbatim = append(append(make([]byte, 0, len(data)), data[:usageAt]...), '}'), true
+	return c, true
 }
 
 func skipSpace(b []byte, i int) int {
@@ -412,21 +573,26 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// cutUsage returns ev's bytes with data[from:to] removed. A single-line event holds its data
-// verbatim in Raw and keeps every other byte; an event whose data spans several lines is
-// re-framed as one "data:" line.
-func cutUsage(ev *openai.Event, from, to int) []byte {
+// cutUsage returns ev's bytes with its data replaced by c.stripped. A single-line event whose
+// usage was cut verbatim keeps every other byte of Raw (the "data:" prefix, line ends); any other
+// event is re-framed with one "data:" line per line of its data (which SSE joins back with "\n").
+func cutUsage(ev *openai.Event, c chunkInfo) []byte {
 	data := ev.Data
-	if i := bytes.Index(ev.Raw, data); i >= 0 && !bytes.Contains(data, []byte("\n")) {
-		out := make([]byte, 0, len(ev.Raw)-(to-from))
-		out = append(out, ev.Raw[:i+from]...)
-		return append(out, ev.Raw[i+to:]...)
+	if c.verbatim && !bytes.Contains(data, []byte("\n")) {
+		if i := bytes.Index(ev.Raw, data); i >= 0 {
+			out := make([]byte, 0, len(ev.Raw)-len(data)+len(c.stripped))
+			out = append(out, ev.Raw[:i]...)
+			out = append(out, c.stripped...)
+			return append(out, ev.Raw[i+len(data):]...)
+		}
 	}
-	out := make([]byte, 0, len(data)+8)
-	out = append(out, "data: "...)
-	out = append(out, data[:from]...)
-	out = append(out, data[to:]...)
-	return append(out, "\n\n"...)
+	out := make([]byte, 0, len(c.stripped)+16)
+	for line := range bytes.SplitSeq(c.stripped, []byte("\n")) {
+		out = append(out, "data: "...)
+		out = append(out, line...)
+		out = append(out, '\n')
+	}
+	return append(out, '\n')
 }
 
 // collectText appends a chunk's generated text (chat delta content and tool-call arguments, or
@@ -499,6 +665,9 @@ func (m *metered) record(ctx context.Context, status int, u *openai.Usage, chunk
 	// Settled after the ledger write: a budget loaded from the ledger meanwhile (Redis flushed, a
 	// new month) then counts this record at most twice, never not at all.
 	m.tk.settle(ctx, rec.PromptTokens, rec.CachedTokens, rec.CompletionTokens)
+	if err == nil {
+		m.g.recent.Add(m.requestID, struct{}{})
+	}
 	switch {
 	case err != nil:
 		m.recErr = err

@@ -42,14 +42,31 @@ func TestForceStreamUsage(t *testing.T) {
 			`{"metadata":{"stream_options":1},"big":12345678901234567890.5e3,"stream_options":` + both + `}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := forceStreamUsage([]byte(tc.in))
+			got, _, _, err := forceStreamUsage([]byte(tc.in))
 			require.NoError(t, err)
 			require.Equal(t, tc.want, string(got))
 		})
 	}
 	for _, bad := range []string{`[]`, `{"a":`, `"x"`} {
-		_, err := forceStreamUsage([]byte(bad))
+		_, _, _, err := forceStreamUsage([]byte(bad))
 		require.Error(t, err, bad)
+	}
+}
+
+// TestClientStreamUsage: the usage a client asked for, as vLLM reads stream_options.
+func TestClientStreamUsage(t *testing.T) {
+	for body, want := range map[string][2]bool{
+		`{}`:                      {false, false},
+		`{"stream_options":null}`: {false, false},
+		`{"stream_options":{}}`:   {true, false},
+		`{"stream_options":{"include_usage":null}}`:                                {true, false},
+		`{"stream_options":{"include_usage":false,"continuous_usage_stats":true}}`: {false, false},
+		`{"stream_options":{"continuous_usage_stats":true}}`:                       {true, true},
+		`{"stream_options":{"include_usage":true},"stream_options":null}`:          {false, false},
+		`{"stream_options":{"Include_Usage":false}}`:                               {true, false},
+	} {
+		inc, cont := clientStreamUsage([]byte(body))
+		require.Equal(t, want, [2]bool{inc, cont}, body)
 	}
 }
 
@@ -65,7 +82,7 @@ func FuzzForceStreamUsage(f *testing.F) {
 		if json.Unmarshal([]byte(body), &in) != nil || in == nil {
 			return // not a JSON object: ParseInferenceRequest refuses it first
 		}
-		out, err := forceStreamUsage([]byte(body))
+		out, _, _, err := forceStreamUsage([]byte(body))
 		require.NoError(t, err)
 		var got map[string]json.RawMessage
 		require.NoError(t, json.Unmarshal(out, &got), "%q", out)
@@ -266,4 +283,30 @@ func fakeStreamFor(path, model string, u openai.Usage, includeUsage, continuous 
 	}
 	b.WriteString("data: [DONE]\n\n")
 	return b.String()
+}
+
+// FuzzInspectChunk: wherever the allocation-free path for vLLM's chunk shape answers, it answers
+// exactly as the general decoder path.
+func FuzzInspectChunk(f *testing.F) {
+	for _, c := range withChunkUsage(openai.PathChatCompletions, vllmChunks(openai.PathChatCompletions, "m1"), 5) {
+		f.Add(c)
+	}
+	f.Add(`{"id":"x","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}`)
+	f.Add(`{"a":{"usage":1},"choices":[{}],"usage":null}`)
+	f.Add(`{"usag\u0065":{},"usage":{}}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		if !json.Valid([]byte(data)) {
+			return
+		}
+		fast, ok := inspectChunkFast([]byte(data))
+		if !ok {
+			return
+		}
+		slow := inspectChunkDecoder([]byte(data))
+		require.Equal(t, slow.usage, fast.usage, data)
+		require.Equal(t, slow.usageOnly, fast.usageOnly, data)
+		if slow.usage != nil {
+			require.Equal(t, string(slow.stripped), string(fast.stripped), data)
+		}
+	})
 }

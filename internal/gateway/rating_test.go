@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -110,4 +111,46 @@ func TestMonth(t *testing.T) {
 	require.Equal(t, time.Date(2026, 12, 1, 5, 0, 0, 0, time.UTC), end.UTC(), "EST after the DST change")
 	_, _, err = ParseMonth("2026-13", ny)
 	require.Error(t, err)
+}
+
+// TestTieredBookAndGPURating: a tier's entry overrides the general price of its model from its
+// own effective time on (the general book before it), both books' changes cut the period, and
+// GPU cost is duration x hourly price rounded half up, per stretch of constant GPU price.
+func TestTieredBookAndGPURating(t *testing.T) {
+	base := newPriceBook([]store.Price{{Model: "m", EffectiveAt: t0, InputMicros: 10}, {Model: "m", EffectiveAt: t0.Add(2 * time.Hour), InputMicros: 30}})
+	books := newPriceBooks([]store.Price{{Model: "m", EffectiveAt: t0, InputMicros: 10}, {Model: "m", EffectiveAt: t0.Add(2 * time.Hour), InputMicros: 30}},
+		[]store.TierPrice{{Tier: "gold", Price: store.Price{Model: "m", EffectiveAt: t0.Add(time.Hour), InputMicros: 5}}})
+	gold := books.forTier("gold")
+	for _, tc := range []struct {
+		at   time.Duration
+		want int64
+	}{{0, 10}, {time.Hour, 5}, {3 * time.Hour, 5}} {
+		p, ok := gold.at("m", t0.Add(tc.at))
+		require.True(t, ok)
+		require.Equal(t, tc.want, p.InputMicros, tc.at)
+	}
+	p, _ := books.forTier("silver").at("m", t0.Add(3*time.Hour))
+	require.Equal(t, int64(30), p.InputMicros, "a tier without entries uses the general book")
+	require.Equal(t, []time.Time{t0.Add(time.Hour), t0.Add(2 * time.Hour)}, gold.boundaries(t0, t0.Add(4*time.Hour)))
+	require.Equal(t, base.boundaries(t0, t0.Add(4*time.Hour)), books.forTier("").boundaries(t0, t0.Add(4*time.Hour)))
+
+	st := openTestStore(t)
+	ctx := context.Background()
+	for i, d := range []time.Duration{1500 * time.Millisecond, 500 * time.Millisecond, time.Second} {
+		_, err := st.InsertUsage(ctx, &store.UsageRecord{RequestID: fmt.Sprint(i), TenantID: "ten", KeyID: "k", Model: "m", GPU: "H100",
+			Duration: d, Status: 200, Source: store.UsageEngine, CreatedAt: t0.Add(time.Duration(i) * time.Hour)})
+		require.NoError(t, err)
+	}
+	costs := []store.GPUCost{{GPU: "H100", EffectiveAt: t0, MicrosPerHour: 1_000_000}, {GPU: "H100", EffectiveAt: t0.Add(90 * time.Minute), MicrosPerHour: 3_600_000}}
+	lines, err := rateGPU(ctx, st, costs, "ten", t0, t0.Add(3*time.Hour))
+	require.NoError(t, err)
+	require.Len(t, lines, 2)
+	// 2 s at $1/h = 555.55... micro-USD -> 556; 1 s at $3.60/h = 1000.
+	require.Equal(t, int64(2000), lines[0].DurationMillis)
+	require.Equal(t, int64(556), lines[0].CostMicros)
+	require.Equal(t, int64(1000), lines[1].CostMicros)
+	unpriced, err := rateGPU(ctx, st, nil, "ten", t0, t0.Add(3*time.Hour))
+	require.NoError(t, err)
+	require.True(t, unpriced[0].Unpriced)
+	require.Zero(t, unpriced[0].CostMicros)
 }

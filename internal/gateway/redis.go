@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -272,6 +274,289 @@ func (r *redisBackend) reserve(ctx context.Context, b budgetKey, requestID strin
 func (r *redisBackend) settleBudget(ctx context.Context, b budgetKey, requestID string, actual int64) error {
 	keys := append(r.budgetKeys(b), r.prefix+"budget:{"+b.String()+"}:settled:"+requestID)
 	if err := settleScript.Run(ctx, r.rdb, keys, requestID, actual, int64(settleMarkerTTL/time.Second)).Err(); err != nil {
+		return backendErr(err)
+	}
+	return nil
+}
+
+// admitAllScript is the whole admission of one request in one round trip (one EVALSHA): both
+// GCRA rate limits, the concurrency slot and both budget reservations, each with the exact logic
+// of its single-step counterpart (redis_rate's allowN for rates, acquireScript, reserveScript), on
+// the same keys, so single-step and one-shot replicas interoperate on one Redis.
+//
+// Decisions are taken before anything is written, in admit.go's order (requests, tokens,
+// concurrency, quota, spend). A request refused by a rate limit spends nothing; refused by a
+// later check it spends its request (as the step-by-step path, whose cancel refunds only
+// tokens) and nothing else. A budget whose period is not loaded yet makes the script write
+// nothing and answer "load first".
+//
+// KEYS: 1 rpm TAT, 2 tpm TAT, 3 concurrency zset, 4-7 quota budget (used, res, exp, total),
+// 8-11 spend budget. ARGV: 1 rpm, 2 tpm, 3 tokens, 4 strict (0/1), 5 period s, 6 concurrency
+// limit (0 = off), 7 request id, 8 ttl ms, 9 quota limit (0 = off), 10 quota amount, 11 spend
+// limit (0 = off), 12 spend amount, 13 budget key lifetime s.
+//
+// Answer: {status, stage, rq_allowed, rq_remaining, rq_retry, rq_reset, tk_allowed,
+// tk_remaining, tk_retry, tk_reset, quota_used, spend_used}. status 1 admitted, 0 refused at
+// stage ("requests", "tokens", "concurrency", "quota", "spend"), -1 budgets to load first (stage
+// "quota", "spend" or "quota,spend"). Retry and reset are seconds as strings, -1 for none.
+var admitAllScript = redis.NewScript(`
+redis.replicate_commands()
+local t = redis.call("TIME")
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = (t[1] - 1483228800) + (t[2] / 1000000)
+local period = tonumber(ARGV[5])
+
+-- gcra mirrors redis_rate's allowN without writing: {allowed, remaining, retry, reset, new_tat}.
+local function gcra(key, limit, cost)
+	local ei = period / limit
+	local tat = tonumber(redis.call("GET", key) or now)
+	if tat < now then tat = now end
+	local new_tat = tat + ei * cost
+	local diff = now - (new_tat - ei * limit)
+	local remaining = diff / ei
+	if remaining < 0 then
+		return {0, 0, tostring(-diff), tostring(tat - now), nil}
+	end
+	return {cost, remaining, "-1", tostring(new_tat - now), new_tat}
+end
+local function set_tat(key, new_tat)
+	local reset = new_tat - now
+	if reset > 0 then redis.call("SET", key, new_tat, "EX", math.ceil(reset)) end
+end
+
+local rpm, tpm, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local too_large = tpm > 0 and tokens > tpm
+if too_large then tokens = tpm end
+local rq = {0, 0, "-1", "-1", nil}
+local tk = {0, 0, "-1", "-1", nil}
+local function answer(status, stage, qu, su)
+	return {status, stage, rq[1], math.floor(rq[2]), rq[3], rq[4], tk[1], math.floor(tk[2]), tk[3], tk[4], qu or 0, su or 0}
+end
+if too_large and ARGV[4] == "1" then
+	if rpm > 0 then rq = gcra(KEYS[1], rpm, 0) end
+	tk = gcra(KEYS[2], tpm, 0)
+	tk[3] = "-1"
+	return answer(0, "tokens")
+end
+if rpm > 0 then
+	rq = gcra(KEYS[1], rpm, 1)
+	if rq[1] == 0 then
+		if tpm > 0 then tk = gcra(KEYS[2], tpm, 0) end
+		return answer(0, "requests")
+	end
+end
+if tpm > 0 then
+	tk = gcra(KEYS[2], tpm, tokens)
+	if tk[1] == 0 then
+		if rpm > 0 then rq = gcra(KEYS[1], rpm, 0) end
+		return answer(0, "tokens")
+	end
+end
+-- From here on a refusal spends the request.
+local function refuse(stage, qu, su)
+	if rpm > 0 then set_tat(KEYS[1], rq[5]) end
+	return answer(0, stage, qu, su)
+end
+
+local conc = tonumber(ARGV[6])
+local ttl = tonumber(ARGV[8])
+if conc > 0 then
+	redis.call("ZREMRANGEBYSCORE", KEYS[3], "-inf", now_ms)
+	if redis.call("ZCARD", KEYS[3]) >= conc then return refuse("concurrency") end
+end
+
+-- expire_budget drops the reservations of a budget whose lease ended (reserveScript).
+local function expire_budget(k)
+	local expired = redis.call("ZRANGEBYSCORE", KEYS[k + 2], "-inf", now_ms)
+	for _, id in ipairs(expired) do
+		local a = redis.call("HGET", KEYS[k + 1], id)
+		if a then
+			redis.call("HDEL", KEYS[k + 1], id)
+			redis.call("DECRBY", KEYS[k + 3], a)
+		end
+	end
+	if #expired > 0 then redis.call("ZREMRANGEBYSCORE", KEYS[k + 2], "-inf", now_ms) end
+end
+local budgets = {}
+local missing = {}
+for i, spec in ipairs({{4, 9, "quota"}, {8, 11, "spend"}}) do
+	local k, limit = spec[1], tonumber(ARGV[spec[2]])
+	if limit > 0 then
+		expire_budget(k)
+		local used = redis.call("GET", KEYS[k])
+		if not used then
+			table.insert(missing, spec[3])
+		else
+			table.insert(budgets, {k, limit, tonumber(ARGV[spec[2] + 1]), tonumber(used) + tonumber(redis.call("GET", KEYS[k + 3]) or "0"), spec[3]})
+		end
+	end
+end
+if #missing > 0 then return answer(-1, table.concat(missing, ",")) end
+local qu, su = 0, 0
+for _, b in ipairs(budgets) do
+	if b[5] == "quota" then qu = b[4] else su = b[4] end
+	if b[4] + b[3] > b[2] then return refuse(b[5], qu, su) end
+end
+
+-- Admitted: write every charge.
+if rpm > 0 then set_tat(KEYS[1], rq[5]) end
+if tpm > 0 then set_tat(KEYS[2], tk[5]) end
+if conc > 0 then
+	redis.call("ZADD", KEYS[3], now_ms + ttl, ARGV[7])
+	if redis.call("PTTL", KEYS[3]) < ttl then redis.call("PEXPIRE", KEYS[3], ttl) end
+end
+for _, b in ipairs(budgets) do
+	local k = b[1]
+	if redis.call("HSETNX", KEYS[k + 1], ARGV[7], b[3]) == 1 then
+		redis.call("ZADD", KEYS[k + 2], now_ms + ttl, ARGV[7])
+		redis.call("INCRBY", KEYS[k + 3], b[3])
+		b[4] = b[4] + b[3]
+	end
+	for i = 1, 3 do redis.call("EXPIRE", KEYS[k + i], ARGV[13]) end
+	if b[5] == "quota" then qu = b[4] else su = b[4] end
+end
+return answer(1, "", qu, su)
+`)
+
+// admitAll runs admitAllScript for s: the one-round-trip admission of the Redis backend.
+func (r *redisBackend) admitAll(ctx context.Context, s admitSpec) (admitResult, error) {
+	keys := make([]string, 0, 11)
+	keys = append(keys, redisRatePrefix+r.prefix+"rpm:"+s.rateBucket, redisRatePrefix+r.prefix+"tpm:"+s.rateBucket, r.prefix+"conc:"+s.concBucket)
+	for _, b := range []*budgetKey{s.quota, s.spend} {
+		if b == nil {
+			keys = append(keys, r.prefix+"budget:{none}:used", r.prefix+"budget:{none}:res", r.prefix+"budget:{none}:exp", r.prefix+"budget:{none}:total")
+			continue
+		}
+		keys = append(keys, r.budgetKeys(*b)...)
+	}
+	strict := 0
+	if s.strict {
+		strict = 1
+	}
+	v, err := admitAllScript.Run(ctx, r.rdb, keys, s.rpm, s.tpm, s.tokens, strict, window.Seconds(), s.concLimit, s.requestID, s.ttl.Milliseconds(),
+		s.quotaLimit, s.quotaAmount, s.spendLimit, s.spendAmount, int64(budgetLifetime/time.Second)).Slice()
+	if err != nil {
+		return admitResult{}, backendErr(err)
+	}
+	if len(v) != 12 {
+		return admitResult{}, backendErr(fmt.Errorf("admission script answered %d values", len(v)))
+	}
+	num := func(i int) int64 { n, _ := v[i].(int64); return n }
+	secs := func(i int) time.Duration {
+		s, _ := v[i].(string)
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || f < 0 {
+			return -1
+		}
+		return time.Duration(f * float64(time.Second))
+	}
+	var res admitResult
+	stage, _ := v[1].(string)
+	toVerdict := func(i, limit int) verdict {
+		vd := verdict{limit: limit, remaining: max(int(num(i+1)), 0), reset: max(secs(i+3), 0)}
+		if num(i) == 0 && secs(i+2) > 0 {
+			vd.retry = secs(i + 2)
+		}
+		return vd
+	}
+	if s.rpm > 0 {
+		res.adm.requests = toVerdict(2, s.rpm)
+	}
+	if s.tpm > 0 {
+		res.adm.tokens = toVerdict(6, s.tpm)
+	}
+	res.quotaUsed, res.spendUsed = num(10), num(11)
+	switch num(0) {
+	case 1:
+		if s.tpm > 0 {
+			res.adm.charged = min(s.tokens, int64(s.tpm))
+		}
+	case 0:
+		switch stage {
+		case "requests", "tokens":
+			res.adm.rejected = stage
+			res.adm.tooLarge = stage == "tokens" && s.strict && s.tpm > 0 && s.tokens > int64(s.tpm)
+		default:
+			res.refused = stage
+		}
+	default:
+		for _, name := range strings.Split(stage, ",") {
+			res.needBase = append(res.needBase, name)
+		}
+	}
+	return res, nil
+}
+
+func (r *redisBackend) loadBudget(ctx context.Context, b budgetKey, used int64) error {
+	// SET NX: the first replica to load wins; the others' loads of the same ledger are dropped.
+	if err := r.rdb.SetNX(ctx, r.budgetKeys(b)[0], used, budgetLifetime).Err(); err != nil {
+		return backendErr(err)
+	}
+	return nil
+}
+
+// settleAllScript is a ticket's whole settlement in one round trip: adjustTATScript on the token
+// bucket, the concurrency slot's release, and settleScript on each budget, with their exact
+// logic. KEYS: 1 tpm TAT, 2 concurrency zset, 3-7 quota (used, res, exp, total, marker), 8-12
+// spend. ARGV: 1 TAT adjustment in seconds ("" = none), 2 release slot (0/1), 3 request id,
+// 4 settle quota (0/1), 5 actual tokens, 6 settle spend (0/1), 7 actual spend, 8 marker ttl s.
+var settleAllScript = redis.NewScript(`
+if ARGV[1] ~= "" then
+	local now = redis.call("TIME")
+	now = (now[1] - 1483228800) + (now[2] / 1000000)
+	local tat = tonumber(redis.call("GET", KEYS[1]) or now)
+	if tat < now then tat = now end
+	tat = tat + tonumber(ARGV[1])
+	if tat <= now then
+		redis.call("DEL", KEYS[1])
+	else
+		redis.call("SET", KEYS[1], tat, "EX", math.ceil(tat - now))
+	end
+end
+if ARGV[2] == "1" then redis.call("ZREM", KEYS[2], ARGV[3]) end
+local function settle(k, actual)
+	if not redis.call("SET", KEYS[k + 4], "1", "NX", "EX", ARGV[8]) then return end
+	local a = redis.call("HGET", KEYS[k + 1], ARGV[3])
+	if a then
+		redis.call("HDEL", KEYS[k + 1], ARGV[3])
+		redis.call("ZREM", KEYS[k + 2], ARGV[3])
+		redis.call("DECRBY", KEYS[k + 3], a)
+	end
+	if redis.call("EXISTS", KEYS[k]) == 1 then redis.call("INCRBY", KEYS[k], actual) end
+end
+if ARGV[4] == "1" then settle(3, ARGV[5]) end
+if ARGV[6] == "1" then settle(8, ARGV[7]) end
+return 1
+`)
+
+// settleAll runs settleAllScript for s.
+func (r *redisBackend) settleAll(ctx context.Context, s settleSpec) error {
+	keys := make([]string, 0, 12)
+	keys = append(keys, redisRatePrefix+r.prefix+"tpm:"+s.rateBucket, r.prefix+"conc:"+s.slot)
+	flag := func(b bool) int {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	for _, b := range []*budgetKey{s.quota, s.spend} {
+		if b == nil {
+			keys = append(keys, r.prefix+"budget:{none}:used", r.prefix+"budget:{none}:res", r.prefix+"budget:{none}:exp",
+				r.prefix+"budget:{none}:total", r.prefix+"budget:{none}:settled")
+			continue
+		}
+		keys = append(append(keys, r.budgetKeys(*b)...), r.prefix+"budget:{"+b.String()+"}:settled:"+s.requestID)
+	}
+	adjust := ""
+	if s.tpm > 0 && s.actualTokens != s.charged {
+		d := interval(s.actualTokens-s.charged, s.tpm)
+		if s.actualTokens < s.charged {
+			d = -interval(s.charged-s.actualTokens, s.tpm)
+		}
+		adjust = strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
+	}
+	if err := settleAllScript.Run(ctx, r.rdb, keys, adjust, flag(s.slot != ""), s.requestID, flag(s.quota != nil), s.actualTokens,
+		flag(s.spend != nil), s.actualSpend, int64(settleMarkerTTL/time.Second)).Err(); err != nil {
 		return backendErr(err)
 	}
 	return nil

@@ -36,7 +36,7 @@ type bgRun struct {
 }
 
 // Close cancels the background responses still running and waits for them to store their
-// final state (cancelled). Later background requests are answered 503. Safe to call twice.
+// final state (cancelled), and for MCP sessions still closing. Later background requests are answered 503. Safe to call twice.
 func (p *Platform) Close() {
 	p.bg.mu.Lock()
 	p.bg.closed = true
@@ -45,6 +45,7 @@ func (p *Platform) Close() {
 	}
 	p.bg.mu.Unlock()
 	p.bg.wg.Wait()
+	p.mcpClosing.Wait()
 }
 
 // startBackground stores the queued response and starts its loop. Errors: 503 after Close,

@@ -23,6 +23,8 @@ func FuzzParseCreateRequest(f *testing.F) {
 		`{"model":"m","input":[{"role":"developer","content":"x"}],"metadata":{"k":"` + string(make([]byte, 600)) + `"}}`,
 		`{"model":"m","input":[{"type":"function_call","call_id":"c1","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c1","output":[{"type":"input_text","text":"42"}]}],"tools":[{"type":"function","name":"f","parameters":{"type":"object"},"strict":true}],"tool_choice":{"type":"function","name":"f"},"parallel_tool_calls":false,"max_infer_iters":3}`,
 		`{"model":"m","input":"x","tools":[{"type":"file_search"}],"conversation":{"id":"conv_1"}}`,
+		`{"model":"m","input":"x","tools":[{"type":"mcp","server_label":"wx","server_url":"https://mcp.example/mcp","headers":{"X-K":"v"},"authorization":"tok","allowed_tools":{"tool_names":["a"],"read_only":true},"require_approval":{"always":{"tool_names":["b"]},"never":{"read_only":true}}}]}`,
+		`{"model":"m","input":[{"type":"mcp_approval_response","approval_request_id":"mcpr_1","approve":true,"reason":"ok"}],"previous_response_id":"resp_1","tools":[{"type":"mcp","server_label":"wx","server_url":"http://127.0.0.1:1/","require_approval":"never","allowed_tools":["a","b"]}]}`,
 		`{"model":"m","input":[{}]}`, `{"model":"m","input":[null]}`, `{"input":[1,2]}`, `[]`, `null`, `{"model":1e999}`, ``,
 	} {
 		f.Add([]byte(seed))
@@ -38,7 +40,17 @@ func FuzzParseCreateRequest(f *testing.F) {
 		}
 		require.NotEmpty(t, req.Model)
 		require.NotEmpty(t, req.Input)
+		for _, it := range req.Input {
+			require.NotEmpty(t, it.ID)
+			require.True(t, json.Valid(listItem(it)))
+		}
 		tn := &turn{req: req, id: "resp_x", session: "resp_x", convo: chatMessages(req.Input)}
+		if len(tn.convo) == 0 {
+			// Only mcp_approval_response items: the conversation is the history the request
+			// continues (previous_response_id or conversation, required with them).
+			require.True(t, req.PreviousResponseID != "" || req.Conversation != "")
+			return
+		}
 		chat, err := openai.ParseInferenceRequest(openai.PathChatCompletions, tn.chatBody(req.Stream))
 		require.NoError(t, err, "the translation is a valid chat completion")
 		require.Equal(t, req.Model, chat.Model)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,9 +155,32 @@ func TestIdentityCache(t *testing.T) {
 	env.clk.Step(config.Platform{}.IdentityCacheTTL())
 	env.do(t, "GET", "/v1/files", "sk-a1", "")
 	require.Equal(t, 3, calls(), "asked again after the TTL")
+	// A burst of a new key's first requests shares one identity request.
+	var wg sync.WaitGroup
+	statuses := make([]int, 20)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(t.Context(), "GET", env.srv.URL+"/v1/files", nil)
+			req.Header.Set("Authorization", "Bearer sk-b")
+			if resp, err := env.srv.Client().Do(req); err == nil {
+				statuses[i] = resp.StatusCode
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, s := range statuses {
+		require.Equal(t, 200, s)
+	}
+	require.LessOrEqual(t, calls(), 3+2, "concurrent misses of one key share a request (a late one may start a second)")
+	env.clk.Step(config.Platform{}.IdentityCacheTTL())
+	env.do(t, "GET", "/v1/files", "sk-a1", "")
+	base := calls()
 	// Pass-through routes never ask.
 	env.do(t, "POST", "/v1/chat/completions", "sk-a1", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
-	require.Equal(t, 3, calls())
+	require.Equal(t, base, calls())
 }
 
 // TestIdentityAdoption: objects stored by key before a gateway was below belong to the key's

@@ -118,7 +118,7 @@ func (s *step) message() openai.Message {
 // call (relayed as they are), and later failures (the caller turns them into a failed
 // response on a stream).
 func (p *Platform) runLoop(r *http.Request, t *turn, res *response, e *emitter) error {
-	defer t.closeMCP()
+	defer p.closeMCP(t)
 	if err := p.listMCP(r, t, res, e); err != nil {
 		return err
 	}

@@ -528,10 +528,13 @@ func (f *mcpFunction) run(ctx context.Context, call chatToolCall, started output
 	}
 	res, err := f.srv.sess.CallTool(ctx, &mcp.CallToolParams{Name: f.tool.Name, Arguments: obj})
 	if err != nil {
-		return f.failed(&done, f.p.classifyMCPError(ctx, err, f.srv.cfg.ServerLabel, "tools/call"))
+		ce := f.p.classifyMCPError(ctx, err, f.srv.cfg.ServerLabel, "tools/call")
+		f.p.countMCP("call_tool", ce)
+		return f.failed(&done, ce)
 	}
 	text := resultText(res)
 	if res.IsError {
+		f.p.mcpRequests.WithLabelValues("call_tool", "tool_error").Inc()
 		content := marshalOr(res.Content, "[]")
 		if string(content) == "null" {
 			content = json.RawMessage("[]")
@@ -539,8 +542,25 @@ func (f *mcpFunction) run(ctx context.Context, call chatToolCall, started output
 		done.Status, done.Error = statusFailed, &mcpCallError{Type: "mcp_tool_execution_error", Content: content}
 		return &done, "Error: " + text
 	}
+	f.p.mcpRequests.WithLabelValues("call_tool", "ok").Inc()
 	done.Status, done.Output = statusCompleted, &text
 	return &done, text
+}
+
+// countMCP counts an MCP request by its outcome: ok (e nil), protocol_error, timeout (http_error
+// 504) or unreachable (other http_error).
+func (p *Platform) countMCP(op string, e *mcpCallError) {
+	outcome := "ok"
+	switch {
+	case e == nil:
+	case e.Type == "mcp_protocol_error":
+		outcome = "protocol_error"
+	case e.Code != nil && *e.Code == http.StatusGatewayTimeout:
+		outcome = "timeout"
+	default:
+		outcome = "unreachable"
+	}
+	p.mcpRequests.WithLabelValues(op, outcome).Inc()
 }
 
 func (f *mcpFunction) failed(done *mcpCall, e *mcpCallError) (outputItem, string) {
@@ -632,12 +652,14 @@ func (p *Platform) listMCP(r *http.Request, t *turn, res *response, e *emitter) 
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), p.cfg.MCPListToolsTimeout())
 		err := srv.connect(ctx)
+		var ce *mcpCallError
 		if err != nil {
 			srv.err = err
-			ce := p.classifyMCPError(ctx, err, cfg.ServerLabel, "tools/list")
+			ce = p.classifyMCPError(ctx, err, cfg.ServerLabel, "tools/list")
 			msg := fmt.Sprintf("Error retrieving tool list from MCP server: '%s'. %s", cfg.ServerLabel, *ce.Message)
 			item.Error = &msg
 		}
+		p.countMCP("list_tools", ce)
 		cancel()
 		if err := r.Context().Err(); err != nil {
 			return err
@@ -690,12 +712,22 @@ func (t *turn) mcpFunctionName(label, tool string) string {
 	return ""
 }
 
-// closeMCP ends the turn's MCP sessions.
-func (t *turn) closeMCP() {
-	for _, s := range t.mcp {
-		s.close()
+// closeMCP ends the turn's MCP sessions in the background: closing one sends the server a
+// DELETE (bounded by the SDK at 5 s), which the response must not wait for. Platform.Close
+// waits for them.
+func (p *Platform) closeMCP(t *turn) {
+	if len(t.mcp) == 0 {
+		return
 	}
+	sessions := t.mcp
 	t.mcp = nil
+	p.mcpClosing.Add(1)
+	go func() {
+		defer p.mcpClosing.Done()
+		for _, s := range sessions {
+			s.close()
+		}
+	}()
 }
 
 // mcpApproval is an mcp_approval_response of the request, resolved against the approval

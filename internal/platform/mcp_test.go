@@ -16,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	oai "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/responses"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/strata-inference/strata/internal/config"
@@ -32,6 +33,7 @@ type mcpTestServer struct {
 	mode    string
 	headers []http.Header
 	calls   int
+	lists   int
 }
 
 type weatherIn struct {
@@ -63,6 +65,9 @@ func newMCPTestServer(t *testing.T) *mcpTestServer {
 		isCall := bytes.Contains(body, []byte(`"tools/call"`))
 		if isCall {
 			m.calls++
+		}
+		if bytes.Contains(body, []byte(`"tools/list"`)) {
+			m.lists++
 		}
 		m.mu.Unlock()
 		if isCall || mode == "garbage-all" {
@@ -113,12 +118,14 @@ func mcpTool(url string, approval string, allowed ...string) responses.ToolUnion
 }
 
 func TestMCPToolCall(t *testing.T) {
+	srv := newMCPTestServer(t) // before the platform: its cleanup runs after the platform's Close
 	env := newToolEnv(t)
-	srv := newMCPTestServer(t)
 	c := env.client("sk-alice")
 
+	tool := mcpTool(srv.srv.URL, "never")
+	tool.OfMcp.Authorization = oai.String("oauth-token-1")
 	res, err := c.Responses.New(t.Context(), responses.ResponseNewParams{Model: "m", Input: stringInput("Paris"),
-		Tools: []responses.ToolUnionParam{mcpTool(srv.srv.URL, "never")}, ParallelToolCalls: oai.Bool(false)})
+		Tools: []responses.ToolUnionParam{tool}, ParallelToolCalls: oai.Bool(false)})
 	require.NoError(t, err)
 	require.Equal(t, responses.ResponseStatusCompleted, res.Status)
 	require.Len(t, res.Output, 3, "mcp_list_tools, mcp_call, message")
@@ -147,30 +154,41 @@ func TestMCPToolCall(t *testing.T) {
 	require.Len(t, res.Tools, 1)
 	require.Equal(t, "mcp", string(res.Tools[0].Type))
 	require.NotContains(t, res.Tools[0].RawJSON(), "secret-1")
+	require.NotContains(t, res.Tools[0].RawJSON(), "oauth-token-1")
 	srv.mu.Lock()
+	require.NotEmpty(t, srv.headers)
 	for _, h := range srv.headers {
 		require.Equal(t, "secret-1", h.Get("X-Tenant-Token"))
+		require.Equal(t, "Bearer oauth-token-1", h.Get("Authorization"), "authorization is sent as a Bearer token")
 	}
 	srv.mu.Unlock()
 
 	// What the engine was offered: the MCP tools as functions, with their input schemas.
 	calls := env.eng.recorded()
 	require.Len(t, calls, 2)
+	for _, call := range calls {
+		require.Equal(t, res.ID, call.Header.Get("X-Strata-Session"), "both calls of the loop carry the session")
+	}
 	var tools []chatTool
 	require.NoError(t, json.Unmarshal(sentBody(t, calls[0])["tools"], &tools))
 	require.Len(t, tools, 2)
 	require.Equal(t, "weather", tools[0].Function.Name)
 	require.Contains(t, string(tools[0].Function.Parameters), `"city"`)
 
+	require.Equal(t, 1.0, testutil.ToFloat64(env.p.mcpRequests.WithLabelValues("list_tools", "ok")))
+	require.Equal(t, 1.0, testutil.ToFloat64(env.p.mcpRequests.WithLabelValues("call_tool", "ok")))
+
 	// Stored: GET answers the same output.
 	got, err := c.Responses.Get(t.Context(), res.ID, responses.ResponseGetParams{})
 	require.NoError(t, err)
 	require.Equal(t, "sunny in Paris", got.Output[1].AsMcpCall().Output)
+	require.NotContains(t, got.RawJSON(), "secret-1", "headers are not stored")
+	require.NotContains(t, got.RawJSON(), "oauth-token-1")
 }
 
 func TestMCPAllowedTools(t *testing.T) {
+	srv := newMCPTestServer(t) // before the platform: its cleanup runs after the platform's Close
 	env := newToolEnv(t)
-	srv := newMCPTestServer(t)
 	c := env.client("sk-alice")
 	res, err := c.Responses.New(t.Context(), responses.ResponseNewParams{Model: "m", Input: stringInput("Oslo"),
 		Tools: []responses.ToolUnionParam{mcpTool(srv.srv.URL, "never", "write_note")}})
@@ -183,8 +201,8 @@ func TestMCPAllowedTools(t *testing.T) {
 }
 
 func TestMCPStream(t *testing.T) {
+	srv := newMCPTestServer(t) // before the platform: its cleanup runs after the platform's Close
 	env := newToolEnv(t)
-	srv := newMCPTestServer(t)
 	c := env.client("sk-alice")
 	stream := c.Responses.NewStreaming(t.Context(), responses.ResponseNewParams{Model: "m", Input: stringInput("Rome"),
 		Tools: []responses.ToolUnionParam{mcpTool(srv.srv.URL, "never")}, ParallelToolCalls: oai.Bool(false)})
@@ -218,8 +236,8 @@ func TestMCPStream(t *testing.T) {
 }
 
 func TestMCPApproval(t *testing.T) {
+	srv := newMCPTestServer(t) // before the platform: its cleanup runs after the platform's Close
 	env := newToolEnv(t)
-	srv := newMCPTestServer(t)
 	c := env.client("sk-alice")
 	ctx := t.Context()
 
@@ -302,13 +320,14 @@ func TestMCPBadServers(t *testing.T) {
 		errType   string // mcp_call.error.type
 		errCode   int64
 		modelSees string
+		op, count string // the metric counted: op and outcome
 	}{
-		{name: "down", url: down, listErr: "Error retrieving tool list from MCP server: 'wx'", modelSees: "You said: Paris"},
-		{name: "garbage from the start", mode: "garbage-all", listErr: "Error retrieving tool list", modelSees: "You said: Paris"},
-		{name: "hangs on the call", mode: "hang", errType: "http_error", errCode: 504, modelSees: "Result: Error: the MCP server 'wx' did not answer tools/call in time"},
-		{name: "garbage on the call", mode: "garbage", errType: "http_error", errCode: 502, modelSees: "Result: Error: the MCP server 'wx' could not be reached"},
-		{name: "drops the call", mode: "drop", errType: "http_error", errCode: 502, modelSees: "Result: Error: the MCP server 'wx' could not be reached"},
-		{name: "tool error", city: "boom", errType: "mcp_tool_execution_error", modelSees: "Result: Error: no such city"},
+		{name: "down", url: down, listErr: "Error retrieving tool list from MCP server: 'wx'", modelSees: "You said: Paris", op: "list_tools", count: "unreachable"},
+		{name: "garbage from the start", mode: "garbage-all", listErr: "Error retrieving tool list", modelSees: "You said: Paris", op: "list_tools", count: "unreachable"},
+		{name: "hangs on the call", mode: "hang", errType: "http_error", errCode: 504, modelSees: "Result: Error: the MCP server 'wx' did not answer tools/call in time", op: "call_tool", count: "timeout"},
+		{name: "garbage on the call", mode: "garbage", errType: "http_error", errCode: 502, modelSees: "Result: Error: the MCP server 'wx' could not be reached", op: "call_tool", count: "unreachable"},
+		{name: "drops the call", mode: "drop", errType: "http_error", errCode: 502, modelSees: "Result: Error: the MCP server 'wx' could not be reached", op: "call_tool", count: "unreachable"},
+		{name: "tool error", city: "boom", errType: "mcp_tool_execution_error", modelSees: "Result: Error: no such city", op: "call_tool", count: "tool_error"},
 	}
 	for _, tc := range cases {
 		for _, stream := range []bool{false, true} {
@@ -317,14 +336,14 @@ func TestMCPBadServers(t *testing.T) {
 				name += " stream"
 			}
 			t.Run(name, func(t *testing.T) {
-				env := newToolEnvConfig(t, config.Platform{ToolTimeout: config.Duration(300 * time.Millisecond),
-					MCPListTimeout: config.Duration(2 * time.Second)})
 				url := tc.url
 				if url == "" {
-					srv := newMCPTestServer(t)
+					srv := newMCPTestServer(t) // before the platform: closed after its sessions
 					srv.setMode(tc.mode)
 					url = srv.srv.URL
 				}
+				env := newToolEnvConfig(t, config.Platform{ToolTimeout: config.Duration(300 * time.Millisecond),
+					MCPListTimeout: config.Duration(2 * time.Second)})
 				city := tc.city
 				if city == "" {
 					city = "Paris"
@@ -369,6 +388,7 @@ func TestMCPBadServers(t *testing.T) {
 					require.Equal(t, tc.errCode, call.Error.Code)
 				}
 				require.True(t, strings.HasPrefix(res.OutputText(), tc.modelSees), "model saw: %s", res.OutputText())
+				require.Equal(t, 1.0, testutil.ToFloat64(env.p.mcpRequests.WithLabelValues(tc.op, tc.count)))
 			})
 		}
 	}
@@ -407,4 +427,82 @@ func newToolEnvConfig(t *testing.T, cfg config.Platform) *testEnv {
 	env := newTestEnvConfig(t, cfg)
 	env.eng.setHandler((&toolEngine{}).ServeHTTP)
 	return env
+}
+
+// TestMCPApprovalInConversation: the approval round trip through a conversation instead of a
+// previous_response_id chain, and tool_choice "required" with only an mcp tool.
+func TestMCPApprovalInConversation(t *testing.T) {
+	srv := newMCPTestServer(t) // before the platform: its cleanup runs after the platform's Close
+	env := newToolEnv(t)
+	c := env.client("sk-alice")
+	ctx := t.Context()
+	status, _, body := env.do(t, "POST", "/v1/conversations", "sk-alice", `{}`)
+	require.Equal(t, 200, status)
+	conv := idOf(t, body)
+	params := responses.ResponseNewParams{Model: "m", Input: stringInput("Quito"), ParallelToolCalls: oai.Bool(false),
+		Conversation: responses.ResponseNewParamsConversationUnion{OfString: oai.String(conv)},
+		ToolChoice:   responses.ResponseNewParamsToolChoiceUnion{OfToolChoiceMode: oai.Opt(responses.ToolChoiceOptionsRequired)},
+		Tools:        []responses.ToolUnionParam{mcpTool(srv.srv.URL, "", "weather")}}
+	first, err := c.Responses.New(ctx, params)
+	require.NoError(t, err)
+	req := first.Output[1].AsMcpApprovalRequest()
+	require.Equal(t, "mcp_approval_request", first.Output[1].Type)
+
+	params.ToolChoice = responses.ResponseNewParamsToolChoiceUnion{}
+	params.Input = responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
+		{OfMcpApprovalResponse: &responses.ResponseInputItemMcpApprovalResponseParam{ApprovalRequestID: req.ID, Approve: true}}}}
+	second, err := c.Responses.New(ctx, params)
+	require.NoError(t, err)
+	require.Equal(t, "sunny in Quito", second.Output[1].AsMcpCall().Output)
+	require.Equal(t, req.ID, second.Output[1].AsMcpCall().ApprovalRequestID)
+	require.Equal(t, "Result: sunny in Quito", second.OutputText())
+
+	// The conversation holds every item: the list, the request, the approval, the call.
+	status, _, body = env.do(t, "GET", "/v1/conversations/"+conv+"/items?order=asc&limit=100", "sk-alice", "")
+	require.Equal(t, 200, status)
+	for _, typ := range []string{itemMCPListTools, itemMCPApprovalRequest, itemMCPApprovalResponse, itemMCPCall} {
+		require.Contains(t, string(body), `"type":"`+typ+`"`)
+	}
+}
+
+// TestMCPApprovalStream: a streamed response that ends with an approval request is well-formed.
+func TestMCPApprovalStream(t *testing.T) {
+	srv := newMCPTestServer(t) // before the platform: its cleanup runs after the platform's Close
+	env := newToolEnv(t)
+	c := env.client("sk-alice")
+	s := c.Responses.NewStreaming(t.Context(), responses.ResponseNewParams{Model: "m", Input: stringInput("Oslo"),
+		ParallelToolCalls: oai.Bool(false), Tools: []responses.ToolUnionParam{mcpTool(srv.srv.URL, "")}})
+	var types []string
+	var final responses.Response
+	for s.Next() {
+		ev := s.Current()
+		types = append(types, ev.Type)
+		if ev.Type == "response.completed" {
+			final = ev.Response
+		}
+	}
+	require.NoError(t, s.Err())
+	require.Equal(t, []string{"response.created", "response.in_progress",
+		"response.output_item.added", "response.mcp_list_tools.in_progress", "response.mcp_list_tools.completed", "response.output_item.done",
+		"response.output_item.added", "response.output_item.done", "response.completed"}, types)
+	require.Equal(t, "mcp_approval_request", final.Output[1].Type)
+	require.Zero(t, srv.callCount())
+}
+
+// TestMCPListOncePerResponse: two calls in one response (parallel tool calls) share one
+// session and one tools/list.
+func TestMCPListOncePerResponse(t *testing.T) {
+	srv := newMCPTestServer(t)
+	env := newToolEnv(t)
+	res, err := env.client("sk-alice").Responses.New(t.Context(), responses.ResponseNewParams{Model: "m", Input: stringInput("Lagos"),
+		Tools: []responses.ToolUnionParam{mcpTool(srv.srv.URL, "never")}})
+	require.NoError(t, err)
+	require.Len(t, res.Output, 4, "mcp_list_tools, two mcp_calls, message")
+	require.Equal(t, "weather", res.Output[1].AsMcpCall().Name)
+	require.Equal(t, "write_note", res.Output[2].AsMcpCall().Name)
+	require.Equal(t, "Result: sunny in Lagos+written", res.OutputText())
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	require.Equal(t, 1, srv.lists)
+	require.Equal(t, 2, srv.calls)
 }

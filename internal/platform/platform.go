@@ -5,7 +5,7 @@
 // to the layer below unchanged, and owns the OpenAI Responses, Conversations, Files and Vector
 // Stores APIs. POST /v1/responses runs an agent loop (loop.go): one POST /v1/chat/completions
 // per iteration on the layer below, with the function tools translated to chat tools; calls of
-// client-side functions are returned as function_call items, server-side tools (file_search)
+// client-side functions are returned as function_call items, server-side tools (file_search, mcp)
 // run in the platform and the model is called again, up to max_infer_iters. History comes from
 // a previous_response_id chain or a conversation, both in the store; every call carries
 // X-Strata-Session so the router keeps the loop on a warm replica. Every stored object belongs
@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
@@ -45,9 +46,12 @@ type Platform struct {
 	bg       background
 	ids      *identityResolver
 	writer   responseWriter // group commit of new responses (storewriter.go)
+	// mcpClosing counts MCP sessions being closed after their response (mcp.go).
+	mcpClosing sync.WaitGroup
 
 	requests        *prometheus.CounterVec
 	responseSeconds prometheus.Histogram
+	mcpRequests     *prometheus.CounterVec
 }
 
 var _ http.Handler = (*Platform)(nil)
@@ -59,6 +63,10 @@ var _ http.Handler = (*Platform)(nil)
 //	strata_platform_requests_total{path,code}   requests answered, by route and HTTP status
 //	strata_platform_response_seconds            time to answer POST /v1/responses, streams
 //	                                            included, in seconds
+//	strata_platform_mcp_requests_total{op,outcome}  MCP requests to remote servers: op
+//	                                            list_tools | call_tool; outcome ok,
+//	                                            tool_error, protocol_error, timeout,
+//	                                            unreachable
 //
 // Errors: a missing store or next, or a metric already registered on reg.
 func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock.Clock,
@@ -92,10 +100,14 @@ func New(cfg config.Platform, st *store.Store, next http.RoundTripper, clk clock
 			Help:    "Time to answer POST /v1/responses, until the last event of a stream, in seconds.",
 			Buckets: prometheus.ExponentialBuckets(0.025, 2, 13), // 25ms .. 102s
 		}),
+		mcpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strata_platform_mcp_requests_total",
+			Help: "Requests of the mcp tool to remote MCP servers, by operation (list_tools, call_tool) and outcome (ok, tool_error, protocol_error, timeout, unreachable).",
+		}, []string{"op", "outcome"}),
 	}
 	p.ids = newIdentityResolver(p)
 	p.writer.st = st
-	for _, c := range []prometheus.Collector{p.requests, p.responseSeconds} {
+	for _, c := range []prometheus.Collector{p.requests, p.responseSeconds, p.mcpRequests} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("platform: register metrics: %w", err)
 		}

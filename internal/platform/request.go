@@ -127,7 +127,13 @@ func parseCreateRequest(body []byte) (*createRequest, error) {
 	if isNull(fields["input"]) {
 		return nil, openai.MissingParam("input")
 	}
-	if err := checkToolChoice(req.ToolChoice, req.Tools); err != nil {
+	for i, it := range req.Input {
+		if it.Type == itemMCPApprovalResponse && req.PreviousResponseID == "" && req.Conversation == "" {
+			return nil, openai.InvalidRequest(fmt.Sprintf("input[%d]", i), codeInvalidValue,
+				"An 'mcp_approval_response' answers a request of an earlier response: give 'previous_response_id' or 'conversation'.")
+		}
+	}
+	if err := checkToolChoice(req.ToolChoice, req.Tools, req.FileSearch != nil || len(req.MCP) > 0); err != nil {
 		return nil, err
 	}
 	if req.Background && req.Stream {

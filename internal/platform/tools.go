@@ -240,12 +240,12 @@ func parseToolChoice(raw json.RawMessage) (json.RawMessage, error) {
 	return b, nil
 }
 
-// checkToolChoice checks tool_choice against tools: "required" and a named function need
-// tools, and the named function must be one of them.
-func checkToolChoice(choice json.RawMessage, tools []functionTool) error {
+// checkToolChoice checks tool_choice against tools: "required" needs tools (function tools, or
+// server-side ones: serverTools), a named function must be one of the function tools.
+func checkToolChoice(choice json.RawMessage, tools []functionTool, serverTools bool) error {
 	var s string
 	if json.Unmarshal(choice, &s) == nil {
-		if s == "required" && len(tools) == 0 {
+		if s == "required" && len(tools) == 0 && !serverTools {
 			return openai.InvalidRequest("tool_choice", codeInvalidValue, "Tool choice 'required' must be specified with 'tools' parameter.")
 		}
 		return nil

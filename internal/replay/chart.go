@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"path"
+	"path/filepath"
 	"strings"
 )
 
@@ -12,8 +14,8 @@ import (
 // ideal ratio (a tick). Plain SVG 1.1, no scripts or external fonts.
 func WriteSVG(w io.Writer, title string, results []*Result) error {
 	const (
-		left, barH, gap, groupGap = 120.0, 12.0, 2.0, 14.0
-		ttftW, hitX, hitW, top    = 420.0, 620.0, 160.0, 48.0
+		left, barH, gap, groupGap = 150.0, 12.0, 2.0, 14.0
+		ttftW, hitX, hitW, top    = 400.0, 620.0, 160.0, 48.0
 	)
 	maxT := 0.0
 	for _, r := range results {
@@ -31,7 +33,7 @@ func WriteSVG(w io.Writer, title string, results []*Result) error {
 	colors := []string{"#9ecae1", "#4292c6", "#08519c"}
 	for i, r := range results {
 		y := top + float64(i)*(groupH+groupGap)
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-8, y+groupH/2+4, html.EscapeString(r.Policy))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-8, y+groupH/2+4, html.EscapeString(label(r.Policy)))
 		for k, v := range []float64{r.TTFT.P50, r.TTFT.P90, r.TTFT.P99} {
 			by := y + float64(k)*(barH+gap)
 			bw := v / maxT * ttftW
@@ -47,4 +49,12 @@ func WriteSVG(w io.Writer, title string, results []*Result) error {
 	b.WriteString("</svg>\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// label is how a policy is named in tables and charts: a config file by its base name.
+func label(policy string) string {
+	if ext := path.Ext(policy); ext == ".yaml" || ext == ".yml" {
+		return path.Base(filepath.ToSlash(policy))
+	}
+	return policy
 }

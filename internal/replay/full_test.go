@@ -2,7 +2,9 @@ package replay
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,5 +79,25 @@ func TestWriteSynth(t *testing.T) {
 	f, err := os.Create(out)
 	require.NoError(t, err)
 	require.NoError(t, WriteMooncake(f, rows))
+	require.NoError(t, f.Close())
+}
+
+// TestRedrawChart redraws the SVG of a `strata replay --json` file ($STRATA_REPLAY_CHART_JSON)
+// to $STRATA_REPLAY_CHART_OUT with title $STRATA_REPLAY_CHART_TITLE, when set.
+func TestRedrawChart(t *testing.T) {
+	in, out := os.Getenv("STRATA_REPLAY_CHART_JSON"), os.Getenv("STRATA_REPLAY_CHART_OUT")
+	if in == "" || out == "" {
+		t.Skip("set STRATA_REPLAY_CHART_JSON and STRATA_REPLAY_CHART_OUT")
+	}
+	b, err := os.ReadFile(in)
+	require.NoError(t, err)
+	var v struct{ Results []*Result }
+	require.NoError(t, json.Unmarshal(b, &v))
+	for _, r := range v.Results {
+		r.Policy = filepath.Base(r.Policy)
+	}
+	f, err := os.Create(out)
+	require.NoError(t, err)
+	require.NoError(t, WriteSVG(f, os.Getenv("STRATA_REPLAY_CHART_TITLE"), v.Results))
 	require.NoError(t, f.Close())
 }

@@ -207,9 +207,9 @@ func firstModel(ctx context.Context, client *http.Client, base string) (string, 
 
 // liveOutcome is what one streamed request measured.
 type liveOutcome struct {
-	endpoint                string
-	sent, end               time.Time
-	tokens                  []time.Time // arrival of each chunk carrying text
+	endpoint               string
+	sent, end              time.Time
+	tokens                 []time.Time // arrival of each chunk carrying text
 	prompt, cached, output int
 }
 

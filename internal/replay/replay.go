@@ -391,7 +391,7 @@ func WriteTable(w io.Writer, results []*Result, markdown bool) error {
 		"ITL p50 ms", "ITL p99 ms", "out tok/s", "load CV", "pick µs"}
 	rows := [][]string{head}
 	for _, r := range results {
-		rows = append(rows, []string{r.Policy, strconv.Itoa(r.Completed), fmt.Sprintf("%.3f", r.HitRatio),
+		rows = append(rows, []string{label(r.Policy), strconv.Itoa(r.Completed), fmt.Sprintf("%.3f", r.HitRatio),
 			fmt.Sprintf("%.3f", r.IdealHitRatio), fmt.Sprintf("%.3f", r.TTFT.P50), fmt.Sprintf("%.3f", r.TTFT.P90),
 			fmt.Sprintf("%.3f", r.TTFT.P99), fmt.Sprintf("%.1f", r.ITL.P50*1e3), fmt.Sprintf("%.1f", r.ITL.P99*1e3),
 			fmt.Sprintf("%.0f", r.OutputTokensPerSec), fmt.Sprintf("%.3f", r.LoadSpread), fmt.Sprintf("%.1f", r.PickMicros)})

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/strata-inference/strata/internal/config"
 )
 
 const sample = `{"timestamp": 0, "input_length": 1100, "output_length": 10, "hash_ids": [0, 1, 2]}
@@ -104,9 +106,23 @@ func TestPrefixAwarePolicyHits(t *testing.T) {
 	rr, err := Run(context.Background(), rows, "round-robin", opt)
 	require.NoError(t, err)
 	require.Zero(t, rr.HitRatio)
-	def, err := Run(context.Background(), rows, "default", opt)
-	require.NoError(t, err)
-	require.InDelta(t, 1024.0/2900, def.HitRatio, 1e-9)
+	for _, p := range []string{"default", "llm-d-approx", "precise-prefix", "predicted-latency"} {
+		res, err := Run(context.Background(), rows, p, opt)
+		require.NoError(t, err)
+		require.InDelta(t, 1024.0/2900, res.HitRatio, 1e-9, p)
+	}
+}
+
+// Only a policy with a KV-event consumer makes the engines record events.
+func TestWantsKVEvents(t *testing.T) {
+	for _, tt := range []struct {
+		policy string
+		want   bool
+	}{{"precise-prefix", true}, {"default", false}, {"round-robin", false}, {"llm-d-approx", false}} {
+		epc, err := PolicyConfig(tt.policy)
+		require.NoError(t, err)
+		require.Equal(t, tt.want, wantsKVEvents(epc), tt.policy)
+	}
 }
 
 // The real Mooncake trace's first rows, when the shared data is present.
@@ -127,12 +143,13 @@ func TestMooncakeTraceHead(t *testing.T) {
 
 func TestWriteSVG(t *testing.T) {
 	var b strings.Builder
-	require.NoError(t, WriteSVG(&b, "a <title>", []*Result{{Policy: "x&y", HitRatio: 0.1, IdealHitRatio: 0.3, TTFT: Percentiles{P50: 1, P90: 2, P99: 4}}, {Policy: "z"}}))
+	require.NoError(t, WriteSVG(&b, "a <title>", []*Result{{Policy: "x&y", HitRatio: 0.1, IdealHitRatio: 0.3, TTFT: Percentiles{P50: 1, P90: 2, P99: 4}}, {Policy: "configs/z.yaml"}}))
 	out := b.String()
 	require.True(t, strings.HasPrefix(out, `<svg xmlns="http://www.w3.org/2000/svg"`))
 	require.Contains(t, out, "a &lt;title&gt;")
 	require.Contains(t, out, "x&amp;y")
-	require.Contains(t, out, `width="420.0"`, "the longest p99 spans the scale")
+	require.Contains(t, out, ">z.yaml<", "a config file is labelled by its base name")
+	require.Contains(t, out, `width="400.0"`, "the longest p99 spans the scale")
 	require.True(t, strings.HasSuffix(out, "</svg>\n"))
 }
 
@@ -247,4 +264,20 @@ func TestIdealCache(t *testing.T) {
 	require.Equal(t, 512, c.hit(&Row{InputTokens: 1100, HashIDs: []int64{1, 3, 4}}))
 	require.Equal(t, 96, c.hit(&Row{InputTokens: 100, HashIDs: []int64{1}}), "at most input-1, rounded down to blocks")
 	require.Zero(t, c.hit(&Row{InputTokens: 100}))
+}
+
+// The profile proposed for the router's default (docs/benchmarks.md) loads as a Strata config
+// and routes the shared prefix to where it is cached.
+func TestProposedDefaultProfile(t *testing.T) {
+	cfg, err := config.Load("testdata/proposed-default.yaml")
+	require.NoError(t, err)
+	require.NotNil(t, cfg.Router.Scheduler)
+	rows, err := ReadTrace(strings.NewReader(sample), FormatMooncake, 0)
+	require.NoError(t, err)
+	require.True(t, wantsKVEvents(*cfg.Router.Scheduler))
+	res, err := RunConfig(context.Background(), rows, "proposed", *cfg.Router.Scheduler,
+		Options{Replicas: 3, Model: "Llama-3.1-8B", GPU: "H100-SXM", Seed: 1})
+	require.NoError(t, err)
+	require.Equal(t, 3, res.Completed)
+	require.InDelta(t, 1024.0/2900, res.HitRatio, 1e-9)
 }

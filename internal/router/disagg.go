@@ -12,6 +12,7 @@ import (
 	"github.com/strata-inference/strata/internal/config"
 	"github.com/strata-inference/strata/internal/openai"
 	"github.com/strata-inference/strata/internal/router/plugins"
+	"github.com/strata-inference/strata/internal/router/plugins/preciseprefix"
 	"github.com/strata-inference/strata/internal/router/plugins/prefixscorer"
 	"github.com/strata-inference/strata/internal/router/scheduling"
 )
@@ -97,9 +98,9 @@ type pdParameters struct {
 type profile struct {
 	name  string
 	sched *scheduling.Scheduler
-	// prefix estimates the cached fraction of a prompt per endpoint; nil when the profile has no
-	// approximate prefix-cache-scorer.
-	prefix *scheduling.PrefixScorer
+	// prefix estimates the cached fraction of a prompt per endpoint: the profile's precise
+	// prefix-cache scorer (KV events), else its approximate one; nil when it has neither.
+	prefix scheduling.Scorer
 }
 
 // profileSet is the router's scheduler: one profile, or the decode and prefill profiles of P/D.
@@ -119,10 +120,9 @@ func (ps *profileSet) schedulers() []*scheduling.Scheduler {
 }
 
 // buildProfiles builds cfg.Scheduler (or the default profile of the flat keys). Without a
-// pd-profile-handler it is exactly plugins.Build. With one, the handler's spec is removed, the
-// role filters and header handler llm-d needs are dropped when unregistered, and each of the two
-// profiles is built on its own by scheduling.Build (so each has its own plugin instances and
-// prefix state). Errors name the plugin, profile and field.
+// pd-profile-handler it is plugins.Build. With one, its parameters are read here, and each of the
+// two profiles is built on its own by scheduling.Build over all declared plugins (so each has
+// its own plugin instances and prefix state). Errors name the plugin, profile and field.
 func buildProfiles(cfg config.Router, src rand.Source, opts ...scheduling.BuildOption) (*profileSet, error) {
 	epc := plugins.DefaultProfile(cfg)
 	if cfg.Scheduler != nil {
@@ -193,19 +193,28 @@ func buildProfiles(cfg config.Router, src rand.Source, opts ...scheduling.BuildO
 
 // buildProfile runs scheduling.Build on epc (one profile) with reg, noting the prefix-cache
 // scorer instances it creates so the router can read their estimates: the one named prefix, or
-// by default the first one the profile references with a positive weight.
+// by default the profile's precise-prefix-cache-scorer, else its prefix-cache-scorer (the first
+// referenced with a positive weight).
 func buildProfile(epc config.EndpointPickerConfig, reg scheduling.Registry, src rand.Source, prefix string,
 	opts []scheduling.BuildOption) (profile, error) {
-	created := map[string]*scheduling.PrefixScorer{}
+	type made struct {
+		s       scheduling.Scorer
+		precise bool
+	}
+	created := map[string]made{}
 	wrapped := make(scheduling.Registry, len(reg))
 	for t, f := range reg {
 		wrapped[t] = f
 	}
-	if f, ok := reg[prefixscorer.Type]; ok {
-		wrapped[prefixscorer.Type] = func(name string, params json.RawMessage, h scheduling.Handle) (scheduling.Plugin, error) {
+	for _, t := range []string{prefixscorer.Type, preciseprefix.Type} {
+		f, ok := reg[t]
+		if !ok {
+			continue
+		}
+		wrapped[t] = func(name string, params json.RawMessage, h scheduling.Handle) (scheduling.Plugin, error) {
 			p, err := f(name, params, h)
-			if ps, ok := p.(*scheduling.PrefixScorer); ok {
-				created[name] = ps
+			if sc, ok := p.(scheduling.Scorer); ok && err == nil {
+				created[name] = made{s: sc, precise: t == preciseprefix.Type}
 			}
 			return p, err
 		}
@@ -216,44 +225,50 @@ func buildProfile(epc config.EndpointPickerConfig, reg scheduling.Registry, src 
 	}
 	p := profile{name: "default", sched: s}
 	if prefix != "" {
-		if p.prefix = created[prefix]; p.prefix == nil {
-			return profile{}, fmt.Errorf("pd-profile-handler: parameters.prefixPluginName: no %s named %q", prefixscorer.Type, prefix)
+		m, ok := created[prefix]
+		if !ok {
+			return profile{}, fmt.Errorf("pd-profile-handler: parameters.prefixPluginName: no %s or %s named %q", prefixscorer.Type, preciseprefix.Type, prefix)
 		}
+		p.prefix = m.s
 	}
 	if len(epc.SchedulingProfiles) == 1 {
 		if n := epc.SchedulingProfiles[0].Name; n != "" {
 			p.name = n
 		}
+		var approx scheduling.Scorer
 		for _, ref := range epc.SchedulingProfiles[0].Plugins {
-			if ps, ok := created[ref.PluginRef]; ok && p.prefix == nil && (ref.Weight == nil || *ref.Weight > 0) {
-				p.prefix = ps
-				break
+			m, ok := created[ref.PluginRef]
+			if !ok || p.prefix != nil || (ref.Weight != nil && *ref.Weight <= 0) {
+				continue
 			}
+			if m.precise {
+				p.prefix = m.s
+			} else if approx == nil {
+				approx = m.s
+			}
+		}
+		if p.prefix == nil {
+			p.prefix = approx
 		}
 	}
 	return p, nil
 }
 
 // estimateHits returns, for each of eps, the fraction of req's prompt p's prefix scorer expects
-// cached there (0 without a prefix scorer). It must run before Schedule: PreRequest then records
-// the whole prompt on the chosen endpoint.
+// cached there (its score: leading blocks held / blocks of the prompt; 0 without a prefix scorer).
+// It must run before Schedule: the approximate scorer's PreRequest then records the whole prompt
+// on the chosen endpoint.
 func (p *profile) estimateHits(req *scheduling.Request, eps []*scheduling.Endpoint) []float64 {
 	hits := make([]float64, len(eps))
 	if p.prefix == nil {
 		return hits
 	}
-	for i, e := range eps {
-		hits[i] = float64(p.prefix.Blocks(e.Name, req))
-	}
-	// Blocks cached the request's block hashes in req under the scorer's type name.
-	v, _ := req.Read(prefixscorer.Type)
-	hashes, _ := v.([]uint64)
-	for i := range hits {
-		if len(hashes) == 0 {
+	p.prefix.Score(req, eps, hits)
+	for i, h := range hits {
+		if !(h > 0) { // also NaN
 			hits[i] = 0
-		} else {
-			hits[i] = min(hits[i]/float64(len(hashes)), 1)
 		}
+		hits[i] = min(hits[i], 1)
 	}
 	return hits
 }
@@ -324,27 +339,42 @@ func maps(m map[string]json.RawMessage) map[string]json.RawMessage {
 
 // runLegs sends d's prefill leg when there is one (ending its in-flight accounting), then the
 // request to d.ep: the client's body unchanged, or with the prefiller's kv_transfer_params and
-// the x-prefiller-host-port header.
+// the x-prefiller-host-port header. A failed prefill leg is tried on another prefill endpoint,
+// up to MaxAttempts prefill endpoints; when none succeeds the decode endpoint prefills locally.
 func (r *Router) runLegs(in *http.Request, c *call, d *decision) (*http.Response, error) {
 	body, hdr := c.body, http.Header(nil)
-	if pre := d.prefill; pre != nil {
+	var tried []string
+	for pre := d.prefill; pre != nil; pre = d.prefill {
 		params, err := r.prefillLeg(in, c, pre)
 		r.done(pre, d.tokens)
 		d.prefill = nil
-		switch {
-		case in.Context().Err() != nil:
+		if in.Context().Err() != nil {
 			return nil, in.Context().Err()
-		case err != nil:
-			r.metrics.decisions.WithLabelValues(r.profiles.prefill.name, reasonPrefillFailed).Inc()
-			r.log.Warn("prefill leg failed; decoding with a local prefill", "endpoint", pre.name, "err", err)
-		default:
-			b, err := decodeBody(c, params)
-			if err != nil {
+		}
+		if err == nil {
+			if body, err = decodeBody(c, params); err != nil {
 				return nil, err
 			}
-			body = b
 			hdr = http.Header{headerPrefillerHostPort: []string{pre.hostPort()}}
+			break
+		}
+		r.metrics.decisions.WithLabelValues(r.profiles.prefill.name, reasonPrefillFailed).Inc()
+		r.log.Warn("prefill leg failed", "endpoint", pre.name, "err", err)
+		if tried = append(tried, pre.name); len(tried) < r.cfg.MaxAttempts {
+			d.prefill = r.nextPrefill(c, d.ep.name, tried) // nil: decode with a local prefill
 		}
 	}
 	return r.send(in, d.ep, body, hdr)
+}
+
+// nextPrefill picks another prefill endpoint for c, none of exclude, and counts it in flight.
+func (r *Router) nextPrefill(c *call, decode string, exclude []string) *endpoint {
+	r.pickMu.Lock()
+	defer r.pickMu.Unlock()
+	now := r.clk.Now()
+	snaps := make([]scheduling.Endpoint, len(r.endpoints))
+	for i, ep := range r.endpoints {
+		ep.snapshot(now, r.cfg.StaleAfter.D(), &snaps[i])
+	}
+	return r.pickPrefill(r.profiles.prefill, c, snaps, decode, exclude, reasonRetry)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/strata-inference/strata/internal/config"
 	"github.com/strata-inference/strata/internal/openai"
+	"github.com/strata-inference/strata/internal/router/scheduling"
 )
 
 // pdSchedulerConfig is an llm-d P/D EndpointPickerConfig: role filters, a prefix scorer on the
@@ -207,7 +208,7 @@ func TestDisaggregationConfigErrors(t *testing.T) {
 			`router.scheduler: plugins[6] "pd-profile-handler" (pd-profile-handler): parameters: unknown field "treshold"`},
 		{"unknown prefix plugin", func(c *config.EndpointPickerConfig) {
 			c.Plugins[6].Parameters = json.RawMessage(`{"prefixPluginName":"nope"}`)
-		}, `router.scheduler: profile "decode": pd-profile-handler: parameters.prefixPluginName: no prefix-cache-scorer named "nope"`},
+		}, `router.scheduler: profile "decode": pd-profile-handler: parameters.prefixPluginName: no prefix-cache-scorer or precise-prefix-cache-scorer named "nope"`},
 		{"bad plugin in a profile", func(c *config.EndpointPickerConfig) {
 			c.SchedulingProfiles[0].Plugins = append(c.SchedulingProfiles[0].Plugins, config.ProfilePlugin{PluginRef: "nope"})
 		}, `router.scheduler: profile "prefill": schedulingProfiles[0].plugins[3].pluginRef: unknown plugin "nope" (declare it under plugins)`},
@@ -225,4 +226,120 @@ func TestDisaggregationConfigErrors(t *testing.T) {
 // newPost builds a chat POST of body and its recorder.
 func (tr *testRouter) newPost(body string) (*http.Request, *httptest.ResponseRecorder) {
 	return httptest.NewRequest(http.MethodPost, openai.PathChatCompletions, strings.NewReader(body)), httptest.NewRecorder()
+}
+
+// A client cannot send kv_transfer_params of its own: they would make the engine fetch KV blocks
+// from a host the client names.
+func TestClientKVTransferParamsDropped(t *testing.T) {
+	a := newFakeEngine(t, "a", "m")
+	tr := newTestRouter(t, testConfig(), engineConfigs(a))
+	tr.markUp("a", 0)
+	w := tr.post(openai.PathChatCompletions, `{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3,`+
+		`"kv_transfer_params":{"do_remote_prefill":true,"remote_host":"169.254.169.254","remote_port":80,"remote_block_ids":[1]}}`)
+	require.Equal(t, http.StatusOK, w.Code)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(a.bodies[0], &got))
+	require.NotContains(t, got, "kv_transfer_params")
+	require.EqualValues(t, 3, got["max_tokens"])
+
+	// Bodies without the key are forwarded byte for byte.
+	body := `{"model":"m",  "messages":[{"role":"user","content":"hi"}]}`
+	a.mu.Unlock()
+	require.Equal(t, http.StatusOK, tr.post(openai.PathChatCompletions, body).Code)
+	a.mu.Lock()
+	require.Equal(t, body, string(a.bodies[1]))
+}
+
+// x-prefiller-host-port always names a port, as llm-d's sidecar expects host:port.
+func TestHostPort(t *testing.T) {
+	for url, want := range map[string]string{
+		"http://10.0.0.7:8000":        "10.0.0.7:8000",
+		"http://prefill-0.svc":        "prefill-0.svc:80",
+		"https://prefill-0.svc/base":  "prefill-0.svc:443",
+		"http://[fd00::7]:8200/":      "[fd00::7]:8200",
+		"http://[fd00::7]/v1-compat/": "[fd00::7]:80",
+	} {
+		ep, err := newEndpoint(config.Engine{URL: url}, 0)
+		require.NoError(t, err)
+		require.Equal(t, want, ep.hostPort(), url)
+	}
+	_, err := newEndpoint(config.Engine{Name: "x", URL: "http://a:1", Role: "encode"}, 0)
+	require.EqualError(t, err, `engine "x": role "encode" is not prefill, decode or both`)
+}
+
+// With a precise prefix-cache scorer (KV events) on the decode profile, the P/D threshold uses its
+// estimate: a prompt whose blocks the decode engine reported stored is decoded there alone.
+func TestDisaggregationPreciseEstimate(t *testing.T) {
+	cfg := testConfig()
+	cfg.Scheduler = &config.EndpointPickerConfig{
+		Plugins: []config.PluginSpec{{Type: "prefill-filter"}, {Type: "decode-filter"}, {Type: "queue-scorer"},
+			{Type: "precise-prefix-cache-scorer", Parameters: json.RawMessage(`{"blockSizeTokens":16}`)},
+			{Type: "pd-profile-handler", Parameters: json.RawMessage(`{"threshold":16}`)}},
+		SchedulingProfiles: []config.SchedulingProfile{
+			{Name: "prefill", Plugins: []config.ProfilePlugin{{PluginRef: "prefill-filter"}, {PluginRef: "queue-scorer"}}},
+			{Name: "decode", Plugins: []config.ProfilePlugin{{PluginRef: "decode-filter"}, {PluginRef: "precise-prefix-cache-scorer"}}},
+		},
+	}
+	tr := newTestRouter(t, cfg, []config.Engine{
+		{Name: "p", URL: "http://p:1", Models: []string{"m"}, Role: "prefill"},
+		{Name: "d", URL: "http://d:1", Models: []string{"m"}, Role: "decode"},
+	})
+	tr.markUp("p", 0)
+	tr.markUp("d", 0)
+	cached := make([]int, 32)
+	for i := range cached {
+		cached[i] = 1000 + i
+	}
+	tr.HandleKVEvents("d", []scheduling.KVEvent{{Kind: scheduling.BlockStored, BlockHashes: []uint64{11, 12}, TokenIDs: cached, BlockSize: 16}})
+	for _, tc := range []struct {
+		name        string
+		tokens      []int
+		wantPrefill bool
+	}{
+		{"cached on the decode engine", cached, false},
+		{"cold", []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &call{sreq: &scheduling.Request{Model: "m", TokenIDs: tc.tokens, PromptTokens: len(tc.tokens)}, fields: map[string]json.RawMessage{}}
+			d, err := tr.decide(c, false, reasonFirst)
+			require.NoError(t, err)
+			require.Equal(t, "d", d.ep.name)
+			require.Equal(t, tc.wantPrefill, d.prefill != nil)
+			tr.release(d)
+		})
+	}
+}
+
+// A failed prefill leg is tried on another prefill endpoint before the decoder falls back to a
+// local prefill.
+func TestPrefillLegRetried(t *testing.T) {
+	pd := newPDEngines(t)
+	broken := newFakeEngine(t, "p-broken", "m")
+	broken.handler = answer503
+	cfg := testConfig()
+	cfg.Scheduler = pdSchedulerConfig(0)
+	tr := newTestRouter(t, cfg, []config.Engine{
+		{Name: "p-broken", URL: broken.srv.URL, Models: []string{"m"}, Role: "prefill"},
+		{Name: "p", URL: pd.p.srv.URL, Models: []string{"m"}, Role: "prefill"},
+		{Name: "d", URL: pd.d.srv.URL, Models: []string{"m"}, Role: "decode"},
+	})
+	tr.markUp("p-broken", 0) // preferred by the queue scorer
+	tr.markUp("p", 3)
+	tr.markUp("d", 0)
+	w := tr.post(openai.PathChatCompletions, chatBody("m", "a prompt"))
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	require.Equal(t, 1, broken.received())
+	prefills, decodes := pd.counts()
+	require.Equal(t, 1, prefills)
+	require.Equal(t, 1, decodes)
+	require.Contains(t, pd.decodes[0], "kv_transfer_params", "the second prefiller's params")
+	u, _ := url.Parse(pd.p.srv.URL)
+	require.Equal(t, u.Host, pd.prefillerH[0])
+	require.Equal(t, 1.0, testutil.ToFloat64(tr.metrics.decisions.WithLabelValues("prefill", reasonPrefillFailed)))
+	require.Equal(t, 1.0, testutil.ToFloat64(tr.metrics.decisions.WithLabelValues("prefill", reasonRetry)))
+	for _, n := range []string{"p-broken", "p", "d"} {
+		require.Zero(t, tr.snapshotOne(tr.ep(n), tr.clk.Now()).InFlight, n)
+	}
 }

@@ -24,15 +24,17 @@ import (
 //   - The saturation detector (saturated below) says whether every candidate endpoint of a
 //     request is saturated.
 //   - Not saturated and nobody queued: the request is scheduled at once.
-//   - Saturated (or others already queued, who keep their turn): a sheddable request is refused
-//     with 429; others wait in a bounded queue (queue_capacity; full: 429), in bands by priority,
-//     highest first, round-robin across fairness ids (x-gateway-inference-fairness-id) within a
-//     band, FIFO within one id. A request waiting longer than ttl is answered 503; a client that
-//     goes away while queued is removed without trace.
-//   - The queue is dispatched, head first, whenever an endpoint may have freed: when a request
-//     finishes and after every metrics scrape. Dispatching schedules the head request (so the
-//     endpoint's in-flight count rises before the next head is considered) and stops at the
-//     first head whose endpoints are all saturated.
+//   - A sheddable request never waits: scheduled at once when its candidates are not all
+//     saturated, else refused with 429.
+//   - Saturated, or others already queued (who keep their turn): the request waits in a bounded
+//     queue (queue_capacity; full: 429), in bands by priority, highest first, round-robin across
+//     fairness ids (x-gateway-inference-fairness-id) within a band, FIFO within one id. A request
+//     waiting longer than ttl is answered 503; a client that goes away while queued is removed
+//     without trace.
+//   - The queue is dispatched whenever an endpoint may have freed: when a request finishes and
+//     after every metrics scrape. Dispatching schedules a head request (so the endpoint's
+//     in-flight count rises before the next head is considered); heads of a model whose
+//     endpoints are all saturated wait, without holding back other models (see dispatch).
 //
 // Status codes follow GIE's director: rejected for capacity (queue full, or sheddable while
 // saturated) is 429 (errutil.InferencePoolResourceExhausted), evicted by TTL is 503
@@ -162,7 +164,8 @@ func (f *flowQueue) admit(ctx context.Context, c *call) (*decision, error) {
 		return d, err
 	}
 	f.mu.Lock()
-	if f.n == 0 {
+	// Nobody waiting (or a sheddable request, which never waits): go now unless saturated.
+	if f.n == 0 || prio < 0 {
 		d, err := f.r.decide(c, true, reasonFirst)
 		if !errors.Is(err, errSaturated) {
 			f.mu.Unlock()
@@ -180,8 +183,16 @@ func (f *flowQueue) admit(ctx context.Context, c *call) (*decision, error) {
 		f.r.metrics.flowRejected.WithLabelValues(rejectQueueFull).Inc()
 		return nil, errQueueFull
 	}
+	others := f.n > 0
 	q := &queued{c: c, priority: prio, fid: c.sreq.FairnessID, at: f.r.clk.Now(), done: make(chan struct{})}
 	f.push(q)
+	if others {
+		// Take turns with the waiting requests now, in priority order: q may go at once when its
+		// model's endpoints have room (the waiting ones may be of another model).
+		var saturatedModels map[string]bool
+		for f.n > 0 && f.dispatchOne(&saturatedModels) {
+		}
+	}
 	f.mu.Unlock()
 
 	ttl := f.r.clk.NewTimer(f.cfg.TTL.D())
@@ -275,36 +286,59 @@ func (f *flowQueue) dropIfEmpty(bi, fi int) {
 	}
 }
 
-// dispatch schedules queued requests, highest band first and round-robin across flows within a
-// band, until the queue is empty or the head's endpoints are all saturated. It is called when an
-// endpoint may have freed: a request finished, or a scrape refreshed an endpoint's metrics.
+// dispatch schedules queued requests while it can: the highest band first, and within a band the
+// flows round-robin, each flow first in, first out. A flow whose head request finds every
+// candidate saturated is skipped for this pass, and so is every later head of the same model
+// (dispatching other models can only make it busier), so one saturated model does not hold back
+// another's requests; priority and fairness hold among the requests of one model. It is called
+// when an endpoint may have freed: a request finished, or a scrape refreshed an endpoint's
+// metrics.
 func (f *flowQueue) dispatch() {
 	if f == nil || !f.cfg.Enabled {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for f.n > 0 {
-		b := f.bands[0]
-		fi := b.next
-		fl := b.flows[fi]
-		q := fl.items[0]
-		d, err := f.r.decide(q.c, true, reasonQueued)
-		if errors.Is(err, errSaturated) {
-			return
-		}
-		fl.items = fl.items[1:]
-		b.next = fi + 1
-		if b.next >= len(b.flows) {
-			b.next = 0
-		}
-		f.dropIfEmpty(0, fi)
-		f.n--
-		f.r.metrics.flowQueueLength.WithLabelValues(b.label).Dec()
-		f.r.metrics.flowWait.Observe(f.r.clk.Since(q.at).Seconds())
-		q.d, q.err = d, err
-		close(q.done)
+	var saturatedModels map[string]bool
+	for f.n > 0 && f.dispatchOne(&saturatedModels) {
 	}
+}
+
+// dispatchOne schedules the first dispatchable head in priority and round-robin order and
+// reports whether there was one. f.mu is held.
+func (f *flowQueue) dispatchOne(saturatedModels *map[string]bool) bool {
+	for bi, b := range f.bands {
+		for k := range b.flows {
+			fi := (b.next + k) % len(b.flows)
+			fl := b.flows[fi]
+			q := fl.items[0]
+			model := q.c.sreq.Model
+			if (*saturatedModels)[model] {
+				continue
+			}
+			d, err := f.r.decide(q.c, true, reasonQueued)
+			if errors.Is(err, errSaturated) {
+				if *saturatedModels == nil {
+					*saturatedModels = map[string]bool{}
+				}
+				(*saturatedModels)[model] = true
+				continue
+			}
+			fl.items = fl.items[1:]
+			b.next = fi + 1
+			if b.next >= len(b.flows) {
+				b.next = 0
+			}
+			f.dropIfEmpty(bi, fi)
+			f.n--
+			f.r.metrics.flowQueueLength.WithLabelValues(b.label).Dec()
+			f.r.metrics.flowWait.Observe(f.r.clk.Since(q.at).Seconds())
+			q.d, q.err = d, err
+			close(q.done)
+			return true
+		}
+	}
+	return false
 }
 
 // length returns the number of queued requests (for tests).

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -146,6 +147,7 @@ func TestFlowControlRejections(t *testing.T) {
 		tr.markUp("a", 3) // waiting 3 >= threshold 1: saturated
 		w := tr.postWith(map[string]string{openai.HeaderObjective: "batch"}, chatBody("m", "hi"))
 		require.Equal(t, http.StatusTooManyRequests, w.Code)
+		require.Equal(t, "1", w.Header().Get(openai.HeaderRetryAfter))
 		e := errorOf(t, w.Body.Bytes())
 		require.Equal(t, codePoolExhausted, e.Code)
 		require.Equal(t, openai.TypeRateLimit, e.Type)
@@ -269,4 +271,79 @@ func (tr *testRouter) postWith(headers map[string]string, body string) *httptest
 	w := httptest.NewRecorder()
 	tr.ServeHTTP(w, req)
 	return w
+}
+
+// Requests waiting for one saturated model do not hold back another model's requests, queued or
+// arriving.
+func TestFlowControlModelsDoNotBlockEachOther(t *testing.T) {
+	a := newFakeEngine(t, "a", "m")
+	b := newFakeEngine(t, "b", "other")
+	tr := newTestRouter(t, flowConfig(), engineConfigs(a, b))
+	tr.markUp("a", 3) // saturated
+	tr.markUp("b", 0)
+	tr.ep("b").setModels([]string{"other"}, []json.RawMessage{json.RawMessage(`{"id":"other"}`)}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, done := tr.postAsync(ctx, "", "t1", "waits for m")
+	require.Eventually(t, func() bool { return tr.flow.length() == 1 }, 5*time.Second, time.Millisecond)
+
+	w := tr.postWith(map[string]string{openai.HeaderObjective: "standard"}, chatBody("other", "free model"))
+	require.Equal(t, http.StatusOK, w.Code, w.Body.String())
+	require.Equal(t, "b", w.Header().Get(openai.HeaderEndpointServed))
+	w = tr.postWith(map[string]string{openai.HeaderObjective: "batch"}, chatBody("other", "sheddable, free model"))
+	require.Equal(t, http.StatusOK, w.Code, "sheddable requests pass where there is room")
+	require.Equal(t, 1, tr.flow.length(), "the request for m still waits")
+	require.Zero(t, a.received())
+	cancel()
+	<-done
+}
+
+// Many concurrent requests of random objectives and fairness ids, a third of them abandoned by
+// their clients, through a busy endpoint: every request ends (answered or cancelled), and the
+// queue, its gauges and the in-flight count all return to zero.
+func TestFlowControlChurn(t *testing.T) {
+	e, gate, _ := gatedEngine(t, "a")
+	cfg := flowConfig()
+	cfg.FlowControl.QueueCapacity = 1000
+	tr := newTestRouter(t, cfg, engineConfigs(e))
+	tr.markUp("a", 0)
+	objectives := []string{"", "premium", "standard", "unknown"}
+	type req struct {
+		w      *httptest.ResponseRecorder
+		done   <-chan struct{}
+		cancel context.CancelFunc
+	}
+	var reqs []req
+	for i := range 60 {
+		ctx, cancel := context.WithCancel(context.Background())
+		w, done := tr.postAsync(ctx, objectives[i%len(objectives)], fmt.Sprint("tenant-", i%5), fmt.Sprint("prompt ", i))
+		reqs = append(reqs, req{w, done, cancel})
+	}
+	for i, r := range reqs {
+		if i%3 == 0 {
+			r.cancel()
+		}
+	}
+	stop, fed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(fed)
+		for {
+			select {
+			case gate <- struct{}{}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-fed }()
+	for _, r := range reqs {
+		<-r.done
+		r.cancel()
+		require.Contains(t, []int{http.StatusOK, 499}, r.w.Code, r.w.Body.String())
+	}
+	require.Zero(t, tr.flow.length())
+	for _, p := range []string{"0", "10"} {
+		require.Zero(t, testutil.ToFloat64(tr.metrics.flowQueueLength.WithLabelValues(p)), p)
+	}
+	require.Zero(t, tr.snapshotOne(tr.ep("a"), tr.clk.Now()).InFlight)
 }

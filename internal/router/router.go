@@ -1,8 +1,11 @@
 // Package router is Strata's data plane: it answers "where should this request run?". It keeps
-// soft state about each engine replica (health, served models, scraped vLLM metrics, its own
-// in-flight accounting), picks a replica per request with the scheduler in
-// internal/router/scheduling (filters -> weighted scorers -> picker), and proxies the request
-// there, relaying the answer (streams chunk by chunk).
+// soft state about each engine replica (health, served models and LoRA adapters, scraped vLLM
+// metrics, its own in-flight accounting), admits requests through flow control (priorities,
+// fairness, queueing and shedding while every replica is saturated), picks a replica per request
+// with the scheduler in internal/router/scheduling (filters -> weighted scorers -> picker; a
+// decode and a prefill profile for prefill/decode disaggregation), and proxies the request there,
+// retrying failures before the first response byte and relaying the answer (streams chunk by
+// chunk).
 //
 // The Router is an http.Handler speaking the OpenAI API; it reaches the engines through an
 // http.RoundTripper at each engine's base URL. See README.md for the scheduler and its plugins.
@@ -51,12 +54,14 @@ type Router struct {
 	pickMu sync.Mutex
 }
 
-// New returns a router over engines (at least one; names unique; base URLs without /v1). Engines
-// without Models have them discovered from their GET /v1/models at each health round until found.
-// Zero durations and sizes in cfg take their config.Default() values; nil weights too, and a
+// New returns a router over engines (at least one; names unique; base URLs without /v1; role
+// "", prefill, decode or both). Engines without Models have them (and their LoRA adapters)
+// discovered from their GET /v1/models at every health round. Zero durations, sizes and
+// flow-control thresholds in cfg take their config.Default() values; nil weights too, and a
 // weight of 0 disables its scorer. cfg.Scheduler, when set, replaces the default profile (built
-// from the weights and prefix sizes, see plugins.DefaultProfile); an invalid one is an error
-// naming the plugin and field. transport reaches the engines (nil: http.DefaultTransport);
+// from the weights and prefix sizes, see plugins.DefaultProfile); it may declare llm-d's
+// pd-profile-handler with a decode and a prefill profile (see disagg.go). An invalid one is an
+// error naming the plugin and field. transport reaches the engines (nil: http.DefaultTransport);
 // clk drives health checks, scrapes and staleness (nil: the real clock); metrics are registered
 // on reg (nil: not registered); log may be nil.
 //
@@ -284,14 +289,32 @@ func (r *Router) serveInference(w http.ResponseWriter, req *http.Request) {
 	}
 	c := &call{body: body, ir: ir}
 	c.sreq, c.model = r.schedRequest(ir, req.Header)
-	if r.profiles.prefill != nil && req.URL.Path != openai.PathEmbeddings {
+	// kv_transfer_params from a client would make an engine read KV blocks from any host it
+	// names (vLLM NixlConnector): only the router's own P/D legs may carry them, as llm-d's
+	// sidecar guards its prefiller host against SSRF. The cheap byte test keeps the common body
+	// unparsed.
+	if r.profiles.prefill != nil || bytes.Contains(body, []byte(fieldKVTransferParams)) {
 		if err := json.Unmarshal(body, &c.fields); err != nil {
 			r.fail(w, c.model, "", openai.InvalidRequest("", openai.CodeInvalidJSON, "The body is not a JSON object."))
 			return
 		}
+		if _, ok := c.fields[fieldKVTransferParams]; ok {
+			delete(c.fields, fieldKVTransferParams)
+			if c.body, err = json.Marshal(c.fields); err != nil {
+				r.fail(w, c.model, "", err)
+				return
+			}
+		}
+		if r.profiles.prefill == nil || req.URL.Path == openai.PathEmbeddings {
+			c.fields = nil // no P/D legs for this request
+		}
 	}
 	d, err := r.flow.admit(req.Context(), c)
 	if err != nil {
+		if errors.Is(err, errShed) || errors.Is(err, errQueueFull) || errors.Is(err, errQueueTTL) {
+			// Saturation passes within scrapes, not minutes: OpenAI's clients honour retry-after.
+			w.Header().Set(openai.HeaderRetryAfter, "1")
+		}
 		switch {
 		case errors.Is(err, scheduling.ErrModelNotServed):
 			err = openai.ModelNotFound(ir.Model)
@@ -409,7 +432,7 @@ func (r *Router) decide(c *call, checkSaturation bool, reason string) (*decision
 	if pf := r.profiles.prefill; pf != nil && c.fields != nil {
 		uncached := float64(c.sreq.PromptTokens) * (1 - d.hit)
 		if uncached >= float64(r.profiles.threshold) {
-			d.prefill = r.pickPrefill(pf, c, snaps, chosen.Name)
+			d.prefill = r.pickPrefill(pf, c, snaps, chosen.Name, nil, reasonDisaggregated)
 		}
 		if d.prefill != nil {
 			reason = reasonDisaggregated
@@ -423,8 +446,9 @@ func (r *Router) decide(c *call, checkSaturation bool, reason string) (*decision
 }
 
 // pickPrefill runs the prefill profile over the endpoints that may prefill (role prefill or
-// both), other than the decode endpoint, and counts the chosen one in flight. nil: none.
-func (r *Router) pickPrefill(pf *profile, c *call, snaps []scheduling.Endpoint, decode string) *endpoint {
+// both), other than the decode endpoint and those of exclude, and counts the chosen one in
+// flight (metric reason: reason). nil: none. pickMu is held.
+func (r *Router) pickPrefill(pf *profile, c *call, snaps []scheduling.Endpoint, decode string, exclude []string, reason string) *endpoint {
 	cands := make([]*scheduling.Endpoint, 0, len(snaps))
 	for i := range snaps {
 		if snaps[i].Role != scheduling.RoleDecode && snaps[i].Name != decode {
@@ -434,7 +458,7 @@ func (r *Router) pickPrefill(pf *profile, c *call, snaps []scheduling.Endpoint, 
 	// A request of its own: plugins keep per-request state (the prefix hashes) in it.
 	preq := &scheduling.Request{Model: c.sreq.Model, PromptParts: c.sreq.PromptParts, PromptTokens: c.sreq.PromptTokens,
 		Session: c.sreq.Session, Messages: c.sreq.Messages, Prompt: c.sreq.Prompt, TokenIDs: c.sreq.TokenIDs,
-		LoRA: c.sreq.LoRA, Objective: c.sreq.Objective, FairnessID: c.sreq.FairnessID}
+		LoRA: c.sreq.LoRA, Objective: c.sreq.Objective, FairnessID: c.sreq.FairnessID, Exclude: exclude}
 	chosen, err := pf.sched.Schedule(preq, cands)
 	if err != nil {
 		r.metrics.decisions.WithLabelValues(pf.name, reasonNoEndpoint).Inc()
@@ -445,7 +469,7 @@ func (r *Router) pickPrefill(pf *profile, c *call, snaps []scheduling.Endpoint, 
 		return nil
 	}
 	ep.begin(c.sreq.PromptTokens)
-	r.metrics.decisions.WithLabelValues(pf.name, reasonDisaggregated).Inc()
+	r.metrics.decisions.WithLabelValues(pf.name, reason).Inc()
 	return ep
 }
 

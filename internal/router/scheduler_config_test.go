@@ -58,3 +58,26 @@ func TestSessionAffinityProfile(t *testing.T) {
 		}
 	}
 }
+
+// The plugins added for KV events, LoRA, roles and saturation stop New on a bad parameter too,
+// with the plugin and the field named.
+func TestNewRejectsBadNewPluginParameters(t *testing.T) {
+	for _, tc := range []struct{ typ, params, want string }{
+		{"precise-prefix-cache-scorer", `{"mediumWeights":{"CPU":2}}`, `parameters.mediumWeights.CPU: must be in [0, 1]`},
+		{"precise-prefix-cache-scorer", `{"tokenizer":"bert"}`, `parameters.tokenizer: tokenizer: unknown tokenizer "bert"`},
+		{"prefix-cache-scorer", `{"tokenizer":"bert"}`, `parameters.tokenizer: tokenizer: unknown tokenizer "bert"`},
+		{"lora-affinity-filter", `{"threshold":-0.1}`, `parameters.threshold: must be in [0, 1], got -0.1`},
+		{"role-filter", `{"role":"encode"}`, `parameters.role: must be "prefill", "decode" or "both", got "encode"`},
+		{"saturation-filter", `{"kvCacheUtilThreshold":2}`, `parameters.kvCacheUtilThreshold: must be in [0, 1], got 2`},
+	} {
+		t.Run(tc.typ, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Scheduler = &config.EndpointPickerConfig{
+				Plugins:            []config.PluginSpec{{Type: tc.typ, Name: "p", Parameters: []byte(tc.params)}},
+				SchedulingProfiles: []config.SchedulingProfile{{Name: "default", Plugins: []config.ProfilePlugin{{PluginRef: "p"}}}},
+			}
+			_, err := New(cfg, []config.Engine{{URL: "http://a:1"}}, nil, nil, prometheus.NewRegistry(), nil)
+			require.ErrorContains(t, err, `router.scheduler: plugins[0] "p" (`+tc.typ+`): `+tc.want)
+		})
+	}
+}

@@ -264,3 +264,26 @@ func FuzzParseModelList(f *testing.F) {
 		}
 	})
 }
+
+// The usage of a streamed answer is read from its final usage chunk while the stream is relayed.
+func TestStreamUsageMetrics(t *testing.T) {
+	a := newFakeEngine(t, "a", "m")
+	a.handler = func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, ev := range strings.SplitAfter(usageSSE, "\n\n") {
+			_, _ = io.WriteString(w, ev)
+			http.NewResponseController(w).Flush()
+		}
+	}
+	tr := newTestRouter(t, testConfig(), engineConfigs(a))
+	tr.markUp("a", 0)
+	resp, err := tr.srv.Client().Post(tr.srv.URL+openai.PathChatCompletions, "application/json",
+		strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`))
+	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, usageSSE, string(got))
+	require.Eventually(t, func() bool { return testutil.ToFloat64(tr.metrics.prefixPrompt.WithLabelValues("a")) == 70 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, 64.0, testutil.ToFloat64(tr.metrics.prefixCached.WithLabelValues("a")))
+}

@@ -272,7 +272,6 @@ func TestAgentLoopAffinity(t *testing.T) {
 // affinityIters chained responses is list tools -> mcp_call -> answer, two inference calls on
 // one X-Strata-Session; the second call of each response finds the first in the cache.
 func TestMCPAgentLoopOnSimulator(t *testing.T) {
-	ts := startStack(t, nil)
 	srv := mcp.NewServer(&mcp.Implementation{Name: "orders", Version: "1"}, nil)
 	type in struct {
 		OrderID string `json:"order_id"`
@@ -285,6 +284,7 @@ func TestMCPAgentLoopOnSimulator(t *testing.T) {
 		})
 	h := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
 	t.Cleanup(h.Close)
+	ts := startStack(t, nil) // after the MCP server: the stack closes (and ends its MCP sessions) first
 	tool := responses.ToolUnionParam{OfMcp: &responses.ToolMcpParam{ServerLabel: "orders", ServerURL: oai.String(h.URL),
 		RequireApproval: responses.ToolMcpRequireApprovalUnionParam{OfMcpToolApprovalSetting: oai.String("never")}}}
 	c := ts.client(devKey)

@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strata-inference/strata/internal/config"
 	"github.com/strata-inference/strata/internal/engine/vllm"
+	"github.com/strata-inference/strata/internal/router"
 	"github.com/strata-inference/strata/internal/router/scheduling"
 )
 
@@ -20,6 +22,11 @@ type kvEventSink interface {
 	HandleKVEvents(endpoint string, events []scheduling.KVEvent)
 }
 
+var (
+	_ kvEventSink = (*router.Router)(nil)
+	_ kvEventSink = (*scheduling.Scheduler)(nil)
+)
+
 // startKVEventFeeds subscribes to the KV-event publisher of every engine whose config sets
 // kv_events (vLLM's --kv-events-config endpoint, ZMQ PUB, all topics) and hands each batch's
 // events, converted by convertKVEvents, to sink under the engine's name, in the engine's order.
@@ -27,7 +34,12 @@ type kvEventSink interface {
 // Malformed messages are skipped and logged once per engine; a gap in the sequence numbers (a
 // message published before the subscription took effect, or dropped) is logged once per engine:
 // the index may then miss blocks until the engine evicts or re-stores them.
-func startKVEventFeeds(ctx context.Context, engines []config.Engine, sink kvEventSink, log *slog.Logger) (stop func()) {
+//
+// Metrics on reg (nil: none), labelled by engine: strata_router_kv_event_batches_total (batches
+// handed to sink), strata_router_kv_events_total (events in them) and
+// strata_router_kv_event_errors_total{what="malformed|gap"}.
+func startKVEventFeeds(ctx context.Context, engines []config.Engine, sink kvEventSink, reg prometheus.Registerer, log *slog.Logger) (stop func()) {
+	m := newKVFeedMetrics(reg)
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for _, e := range engines {
@@ -36,7 +48,7 @@ func startKVEventFeeds(ctx context.Context, engines []config.Engine, sink kvEven
 		}
 		wg.Go(func() {
 			l := log.With("engine", e.Name, "kv_events", e.KVEvents)
-			if err := runKVEventFeed(ctx, e.Name, e.KVEvents, sink, l); err != nil && ctx.Err() == nil {
+			if err := runKVEventFeed(ctx, e.Name, e.KVEvents, sink, m, l); err != nil && ctx.Err() == nil {
 				l.Warn("kv events: feed stopped", "err", err)
 			}
 		})
@@ -48,7 +60,7 @@ func startKVEventFeeds(ctx context.Context, engines []config.Engine, sink kvEven
 }
 
 // runKVEventFeed follows one engine's publisher until ctx is done.
-func runKVEventFeed(ctx context.Context, name, endpoint string, sink kvEventSink, log *slog.Logger) error {
+func runKVEventFeed(ctx context.Context, name, endpoint string, sink kvEventSink, m *kvFeedMetrics, log *slog.Logger) error {
 	sub := zmq4.NewSub(ctx, zmq4.WithDialerRetry(50*time.Millisecond), zmq4.WithDialerMaxRetries(-1),
 		zmq4.WithAutomaticReconnect(true))
 	defer func() { _ = sub.Close() }()
@@ -79,6 +91,7 @@ func runKVEventFeed(ctx context.Context, name, endpoint string, sink kvEventSink
 		}
 		b, err := vllm.DecodeMessage(msg.Frames)
 		if err != nil {
+			m.errors.WithLabelValues(name, "malformed").Inc()
 			if !warnedBad {
 				warnedBad = true
 				log.Warn("kv events: malformed message skipped (further ones are not logged)", "err", err)
@@ -88,13 +101,18 @@ func runKVEventFeed(ctx context.Context, name, endpoint string, sink kvEventSink
 		if started && b.Seq < next {
 			continue // a duplicate
 		}
-		if (started && b.Seq > next || !started && b.Seq > 0) && !gaped {
-			gaped = true
-			log.Warn("kv events: batches missed (further gaps are not logged)", "expected_seq", next, "got_seq", b.Seq)
+		if started && b.Seq > next || !started && b.Seq > 0 {
+			m.errors.WithLabelValues(name, "gap").Inc()
+			if !gaped {
+				gaped = true
+				log.Warn("kv events: batches missed (further gaps are not logged)", "expected_seq", next, "got_seq", b.Seq)
+			}
 		}
 		started, next = true, b.Seq+1
 		if evs := convertKVEvents(b.Events); len(evs) > 0 {
 			sink.HandleKVEvents(name, evs)
+			m.batches.WithLabelValues(name).Inc()
+			m.events.WithLabelValues(name).Add(float64(len(evs)))
 		}
 	}
 }
@@ -137,4 +155,23 @@ func convertKVEvents(in []vllm.Event) []scheduling.KVEvent {
 		out = append(out, ev)
 	}
 	return out
+}
+
+type kvFeedMetrics struct {
+	batches, events, errors *prometheus.CounterVec
+}
+
+func newKVFeedMetrics(reg prometheus.Registerer) *kvFeedMetrics {
+	m := &kvFeedMetrics{
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_router_kv_event_batches_total",
+			Help: "KV-event batches received from an engine and handed to the scheduler."}, []string{"engine"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_router_kv_events_total",
+			Help: "KV events (BlockStored, BlockRemoved, AllBlocksCleared) handed to the scheduler."}, []string{"engine"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "strata_router_kv_event_errors_total",
+			Help: "KV-event messages skipped as malformed (what=malformed) or sequence gaps (what=gap)."}, []string{"engine", "what"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.batches, m.events, m.errors)
+	}
+	return m
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -105,13 +106,45 @@ func (s *Store) writeUsageTx(ctx context.Context, tx *sql.Tx, r *UsageRecord) (U
 	return UsageOutcome{}, ErrLedgerKeyTaken
 }
 
+// ledgerStmts are the prepared statements of the metering hot path, per open Store: parsing the
+// SQL was most of the cost of a usage write or lookup on SQLite (BenchmarkGatewayOverhead
+// profile). Kept beside the Store rather than in it so this file stays self-contained; a closed
+// Store's statements fail and are dropped with it.
+var ledgerStmts sync.Map // *Store -> *ledgerStatements
+
+type ledgerStatements struct {
+	once          sync.Once
+	err           error
+	insert, exist *sql.Stmt
+}
+
+func (s *Store) ledgerStatements(ctx context.Context) (*ledgerStatements, error) {
+	v, _ := ledgerStmts.LoadOrStore(s, &ledgerStatements{})
+	ls := v.(*ledgerStatements)
+	ls.once.Do(func() {
+		if ls.insert, ls.err = s.db.PrepareContext(ctx, s.q(`INSERT INTO usage (`+usageColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING`)); ls.err != nil {
+			return
+		}
+		ls.exist, ls.err = s.db.PrepareContext(ctx, s.q(`SELECT 1 FROM usage WHERE request_id = ?`))
+	})
+	if ls.err != nil {
+		ledgerStmts.CompareAndDelete(s, ls) // retry the preparation next time
+		return nil, ls.err
+	}
+	return ls, nil
+}
+
 func (s *Store) insertUsageTx(ctx context.Context, tx *sql.Tx, u *UsageRecord, id string) (bool, error) {
 	stream := 0
 	if u.Stream {
 		stream = 1
 	}
-	res, err := tx.ExecContext(ctx, s.q(`INSERT INTO usage (`+usageColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING`),
+	ls, err := s.ledgerStatements(ctx)
+	if err != nil {
+		return false, err
+	}
+	res, err := tx.StmtContext(ctx, ls.insert).ExecContext(ctx,
 		id, u.TenantID, u.KeyID, u.Model, u.Endpoint, u.GPU, u.PromptTokens, u.CachedTokens,
 		u.CompletionTokens, u.TTFT.Milliseconds(), u.Duration.Milliseconds(), u.Status, stream, u.Source,
 		gwMillis(u.CreatedAt), u.BilledReason, u.Adapter)
@@ -168,8 +201,12 @@ func RekeyedUsageID(u *UsageRecord) string {
 
 // UsageExists reports whether a usage record is stored under requestID.
 func (s *Store) UsageExists(ctx context.Context, requestID string) (bool, error) {
+	ls, err := s.ledgerStatements(ctx)
+	if err != nil {
+		return false, fmt.Errorf("store: usage exists: %w", err)
+	}
 	var one int
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT 1 FROM usage WHERE request_id = ?`), requestID).Scan(&one)
+	err = ls.exist.QueryRowContext(ctx, requestID).Scan(&one)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return false, nil

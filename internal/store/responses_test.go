@@ -124,3 +124,51 @@ func TestResponses(t *testing.T) {
 		})
 	}
 }
+
+// TestPutResponsesAndAdoptOwner: a group of responses commits together (or not at all), and
+// AdoptOwner moves every platform object of one owner to another (contract C5: objects stored
+// by API key before the platform knew tenants).
+func TestPutResponsesAndAdoptOwner(t *testing.T) {
+	for name, st := range responsesTestStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+			rec := func(id, owner string) *store.ResponseRecord {
+				return &store.ResponseRecord{ID: id, Owner: owner, SessionID: id, Model: "m", CreatedAt: now,
+					Response: json.RawMessage(`{}`), InputItems: json.RawMessage(`[]`), Messages: json.RawMessage(`[]`)}
+			}
+			require.NoError(t, st.PutResponses(ctx, []*store.ResponseRecord{rec("resp_a", "keyhash"), rec("resp_b", "keyhash")}))
+			err := st.PutResponses(ctx, []*store.ResponseRecord{rec("resp_c", "keyhash"), rec("resp_a", "keyhash")})
+			require.ErrorIs(t, err, store.ErrExists)
+			_, err = st.GetResponse(ctx, "keyhash", "resp_c")
+			require.ErrorIs(t, err, store.ErrNotFound, "a failed group inserts nothing")
+
+			require.NoError(t, st.CreateConversation(ctx, &store.Conversation{ID: "conv_a", Owner: "keyhash", CreatedAt: now, Metadata: json.RawMessage(`{}`)}, nil))
+			require.NoError(t, st.PutFile(ctx, &store.File{ID: "file-a", Owner: "keyhash", Filename: "a.md", Purpose: "assistants", Bytes: 1, CreatedAt: now}, []byte("a")))
+			require.NoError(t, st.CreateVectorStore(ctx, &store.VectorStore{ID: "vs_a", Owner: "keyhash", CreatedAt: now, Metadata: json.RawMessage(`{}`)}))
+			require.NoError(t, st.PutResponse(ctx, rec("resp_other", "otherhash")))
+
+			n, err := st.AdoptOwner(ctx, "keyhash", "ten_1")
+			require.NoError(t, err)
+			require.Equal(t, int64(5), n, "2 responses, a conversation, a file, a vector store")
+			n, err = st.AdoptOwner(ctx, "keyhash", "ten_1")
+			require.NoError(t, err)
+			require.Zero(t, n, "idempotent")
+
+			for _, id := range []string{"resp_a", "resp_b"} {
+				_, err := st.GetResponse(ctx, "ten_1", id)
+				require.NoError(t, err)
+				_, err = st.GetResponse(ctx, "keyhash", id)
+				require.ErrorIs(t, err, store.ErrNotFound)
+			}
+			_, err = st.GetConversation(ctx, "ten_1", "conv_a")
+			require.NoError(t, err)
+			_, err = st.GetFile(ctx, "ten_1", "file-a")
+			require.NoError(t, err)
+			_, err = st.GetVectorStore(ctx, "ten_1", "vs_a")
+			require.NoError(t, err)
+			_, err = st.GetResponse(ctx, "otherhash", "resp_other")
+			require.NoError(t, err, "other owners are untouched")
+		})
+	}
+}

@@ -19,10 +19,16 @@ func (t *Tokenizer) bpe(out []int, piece string) []int {
 	if len(piece) == 1 {
 		return append(out, t.byteID[piece[0]])
 	}
-	if t.fam.ignoreMerges {
-		if id, ok := t.pieceID[piece]; ok {
-			return append(out, int(id))
-		}
+	if id, ok := t.pieceID[piece]; ok && (t.fam.ignoreMerges || t.mergesToSelf[id]) {
+		return append(out, int(id))
+	}
+	return t.bpeMerge(out, piece)
+}
+
+// bpeMerge runs the merge loop on piece.
+func (t *Tokenizer) bpeMerge(out []int, piece string) []int {
+	if len(piece) == 1 {
+		return append(out, t.byteID[piece[0]])
 	}
 	if len(piece) > 64 {
 		return t.bpeHeap(out, piece)

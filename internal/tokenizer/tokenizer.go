@@ -40,14 +40,23 @@ type family struct {
 	// model.ignore_merges, true for Llama 3, as tiktoken does).
 	ignoreMerges bool
 	// nfc: the normalizer is NFC (Qwen2's tokenizer.json "normalizer": {"type": "NFC"}).
-	nfc      bool
-	bos, eos string // bos "" = the tokenizer adds none
+	nfc bool
+	// cleanUpSpaces is tokenizer_config.json clean_up_tokenization_spaces (transformers'
+	// decode then applies clean_up_tokenization): true for Llama 3, false for Qwen2.
+	cleanUpSpaces bool
+	bos, eos      string // bos "" = the tokenizer adds none
+	// aliases are extra added-token strings EncodeSpecial recognises (Decode and TokenString
+	// keep the vocabulary's own names).
+	aliases  map[string]int
 	template func(t *Tokenizer, msgs []openai.Message, addGenerationPrompt bool) string
 }
 
 var families = map[string]family{
 	// tokenizer_config.json: bos_token <|begin_of_text|>, eos_token <|eot_id|>.
-	"llama-3": {file: "llama3.bin.gz", maxDigits: 3, ignoreMerges: true, bos: "<|begin_of_text|>", eos: "<|eot_id|>", template: llama3Template},
+	"llama-3": {file: "llama3.bin.gz", maxDigits: 3, ignoreMerges: true, cleanUpSpaces: true, bos: "<|begin_of_text|>", eos: "<|eot_id|>", template: llama3Template,
+		// Llama 3.1 named three of Llama 3's reserved tokens (meta-llama/Llama-3.1-8B-Instruct
+		// tokenizer_config.json); prompts written for 3.1 tokenize to the same ids.
+		aliases: map[string]int{"<|finetune_right_pad_id|>": 128004, "<|eom_id|>": 128008, "<|python_tag|>": 128010}},
 	// tokenizer_config.json: add_bos_token false, bos_token null, eos_token <|im_end|>.
 	"qwen2": {file: "qwen2.bin.gz", maxDigits: 1, nfc: true, eos: "<|im_end|>", template: qwen3Template},
 }
@@ -62,6 +71,9 @@ type Tokenizer struct {
 	pieceID map[string]int32
 	byteID  [256]int
 	merges  map[uint64]merge
+	// mergesToSelf[id]: BPE merging of the token's bytes gives the token itself, so a piece
+	// equal to it can skip the merge loop (exact, unlike ignore_merges, which Qwen2 lacks).
+	mergesToSelf []bool
 	// added maps the text of an added token to its id; addedLens are their distinct byte
 	// lengths, longest first, for leftmost-longest matching as Hugging Face's AddedVocabulary.
 	added     map[string]int
@@ -123,12 +135,30 @@ func build(name string, fam family) (*Tokenizer, error) {
 			t.merges[k] = merge{rank: int32(rank), id: res}
 		}
 	}
+	if !fam.ignoreMerges {
+		t.mergesToSelf = make([]bool, len(v.tokens))
+		var buf []int
+		for id, tok := range v.tokens {
+			buf = t.bpeMerge(buf[:0], string(tok))
+			t.mergesToSelf[id] = len(buf) == 1 && buf[0] == id
+		}
+	}
 	for _, a := range v.added {
+		if !strings.HasPrefix(a.content, "<") {
+			// EncodeSpecial looks for added tokens only at '<'.
+			return nil, fmt.Errorf("tokenizer: load %s: added token %q does not start with '<'", name, a.content)
+		}
 		t.tokens[a.id] = []byte(a.content)
 		t.isAdded[a.id] = true
 		t.added[a.content] = a.id
 		if !slices.Contains(t.addedLens, len(a.content)) {
 			t.addedLens = append(t.addedLens, len(a.content))
+		}
+	}
+	for a, id := range fam.aliases {
+		t.added[a] = id
+		if !slices.Contains(t.addedLens, len(a)) {
+			t.addedLens = append(t.addedLens, len(a))
 		}
 	}
 	slices.SortFunc(t.addedLens, func(a, b int) int { return b - a })
@@ -231,6 +261,27 @@ func (t *Tokenizer) Decode(ids []int) string {
 	}
 	return lossyUTF8(b)
 }
+
+// TransformersDecode is transformers' tokenizer.decode(ids) with the family's
+// tokenizer_config.json, which vLLM's /detokenize returns: Decode, then, for llama-3
+// (clean_up_tokenization_spaces true), clean_up_tokenization's replacements of " ." " ?" " !"
+// " ," " ' " " n't" " 'm" " 's" " 've" " 're" by the same without the space (" ' " by "'").
+// Generated text is not cleaned up (vLLM's incremental detokenizer does not).
+func (t *Tokenizer) TransformersDecode(ids []int) string {
+	s := t.Decode(ids)
+	if t.fam.cleanUpSpaces {
+		// transformers' PreTrainedTokenizerBase.clean_up_tokenization: chained str.replace
+		// calls, in this order. A chain, not one strings.Replacer pass: an earlier replacement
+		// can create a later pattern ("x  ' m" -> "x 'm" -> "x'm").
+		for _, r := range cleanUpTokenization {
+			s = strings.ReplaceAll(s, r[0], r[1])
+		}
+	}
+	return s
+}
+
+var cleanUpTokenization = [][2]string{{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+	{" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}}
 
 // TokenString returns the token's piece as vLLM's /tokenize shows it with return_token_strs
 // (tokenizer.convert_ids_to_tokens): a BPE token in GPT-2's byte-level alphabet ("ĠHello" for

@@ -2,7 +2,6 @@ package tokenizer
 
 import (
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,6 +108,7 @@ func TestSpecialTokens(t *testing.T) {
 		{llama, "<|begin_of_text|>Hi<|eot_id|>", []int{128000, 13347, 128009}},
 		{llama, "<|start_header_id|>user<|end_header_id|>", []int{128006, 882, 128007}},
 		{llama, "<|reserved_special_token_250|>", []int{128255}},
+		{llama, "<|reserved_special_token_4|><|reserved_special_token_5|>", []int{128008, 128010}},
 		{qwen, "<|im_start|>user\nHi<|im_end|>", []int{151644, 872, 198, 13048, 151645}},
 		{qwen, "<think>\n\n</think>", []int{151667, 271, 151668}},
 		{qwen, "<tool_call>", []int{151657}},
@@ -121,6 +121,8 @@ func TestSpecialTokens(t *testing.T) {
 			require.Equal(t, tc.text, tc.tok.Decode(plain))
 		})
 	}
+	// Llama 3.1's names for reserved tokens encode to the same ids.
+	require.Equal(t, []int{128004, 128008, 128010}, llama.EncodeSpecial("<|finetune_right_pad_id|><|eom_id|><|python_tag|>"))
 	// Not a special token, or one cut short: ordinary text.
 	for _, s := range []string{"<|not_special|>", "<|eot_id", "<|<|eot_id|>"} {
 		ids := llama.EncodeSpecial(s)
@@ -194,8 +196,8 @@ func TestPathologicalInputs(t *testing.T) {
 	for _, name := range []string{"llama-3", "qwen2"} {
 		tok := load(t, name)
 		for _, s := range []string{
-			strings.Repeat("\n \n ", 1<<15), strings.Repeat(" ", 1<<16), strings.Repeat("a", 1<<16),
-			strings.Repeat("1", 1<<16), strings.Repeat("!", 1<<16),
+			strings.Repeat("\n \n ", 1<<13), strings.Repeat(" ", 1<<15), strings.Repeat("a", 1<<15),
+			strings.Repeat("1", 1<<15), strings.Repeat("!", 1<<15),
 		} {
 			ids := tok.Encode(s)
 			require.Equal(t, s, tok.Decode(ids))
@@ -226,4 +228,34 @@ func FuzzRoundTrip(f *testing.F) {
 	})
 }
 
-var _ = errors.New
+// TestConcurrentUse: one Tokenizer serves many goroutines (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	for _, name := range []string{"llama-3", "qwen2"} {
+		tok := load(t, name)
+		want := tok.EncodeSpecial("<|im_start|>Hello <|eot_id|> world 12345 日本語")
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 100 {
+					require.Equal(t, want, tok.EncodeSpecial("<|im_start|>Hello <|eot_id|> world 12345 日本語"))
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+func TestTransformersDecode(t *testing.T) {
+	llama, qwen := load(t, "llama-3"), load(t, "qwen2")
+	for _, tc := range []struct{ in, llama string }{
+		{"Hello , world . Isn't it ? I 'm here !", "Hello, world. Isn't it? I'm here!"},
+		{"x  ' m", "x'm"}, // chained replacements, as transformers
+		{"do n't 's 've 're", "don't's've're"},
+		{"plain text", "plain text"},
+	} {
+		require.Equal(t, tc.llama, llama.TransformersDecode(llama.Encode(tc.in)), tc.in)
+		require.Equal(t, tc.in, qwen.TransformersDecode(qwen.Encode(tc.in)), "qwen2 does not clean up: %s", tc.in)
+	}
+}

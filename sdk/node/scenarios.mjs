@@ -144,6 +144,39 @@ scenario('vector store create + file + search', async () => {
   shared.vs = vs;
 });
 
+// Tenant identity (contract C5): a second key of the same tenant shares every object; a key of
+// another tenant gets 404 for each, as for an object that does not exist.
+scenario('tenant isolation', async () => {
+  const sameKey = process.env.STRATA_API_KEY_SAME_TENANT;
+  const otherKey = process.env.STRATA_API_KEY_OTHER_TENANT;
+  assert.ok(sameKey && otherKey, 'set STRATA_API_KEY_SAME_TENANT and STRATA_API_KEY_OTHER_TENANT');
+  assert.ok(shared.file && shared.vs, 'needs the file and the vector store');
+  const same = new OpenAI({ baseURL, apiKey: sameKey, maxRetries: 0 });
+  const other = new OpenAI({ baseURL, apiKey: otherKey, maxRetries: 0 });
+  const res = await client.responses.create({ model, input: 'Mine.', max_output_tokens: 8 });
+  const conv = await client.conversations.create({ items: [{ type: 'message', role: 'user', content: 'Mine too.' }] });
+  const reads = {
+    response: (c) => c.responses.retrieve(res.id),
+    'input items': (c) => c.responses.inputItems.list(res.id),
+    continuation: (c) => c.responses.create({ model, previous_response_id: res.id, input: 'Go on.', max_output_tokens: 8, store: false }),
+    conversation: (c) => c.conversations.retrieve(conv.id),
+    'conversation items': (c) => c.conversations.items.list(conv.id),
+    file: (c) => c.files.retrieve(shared.file.id),
+    'file content': (c) => c.files.content(shared.file.id),
+    'vector store': (c) => c.vectorStores.retrieve(shared.vs.id),
+    'vector store search': (c) => c.vectorStores.search(shared.vs.id, { query: 'replica' }),
+  };
+  for (const [name, read] of Object.entries(reads)) {
+    await assert.rejects(read(other), (e) => e.status === 404, `another tenant: ${name} must be 404`);
+    await read(same); // the tenant's second key: no error
+  }
+  const otherFiles = [];
+  for await (const f of other.files.list()) otherFiles.push(f.id);
+  assert.ok(!otherFiles.includes(shared.file.id), 'another tenant does not list the file');
+  await assert.rejects(new OpenAI({ baseURL, apiKey: 'sk-strata-unknown', maxRetries: 0 }).files.list(), (e) => e.status === 401);
+  await same.conversations.delete(conv.id);
+});
+
 scenario('file_search through responses', async () => {
   assert.ok(shared.vs, 'needs the vector store');
   const res = await client.responses.create({

@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"k8s.io/utils/clock"
@@ -97,4 +99,69 @@ func BenchmarkEncodeChat(b *testing.B) {
 	for b.Loop() {
 		tok.encode(text)
 	}
+}
+
+// BenchmarkEngineMooncake replays the whole Mooncake conversation trace (12,031 requests over
+// 59 min, ~8k-token prompts sharing 512-token blocks by hash id, ~350 output tokens) on 8 H100
+// Llama-3.1-8B engines in virtual time, requests dealt round-robin, KV events on: the engines'
+// share of a `strata replay` of that trace. It reports wall seconds per replay and simulated
+// tokens per wall second. Skipped when the shared data is absent.
+//
+//	go test ./internal/engine/sim -run XXX -bench EngineMooncake -benchtime 1x
+func BenchmarkEngineMooncake(b *testing.B) {
+	f, err := os.Open("../../../../shared/data/traces/mooncake_conversation_trace.jsonl")
+	if err != nil {
+		b.Skip("the Mooncake trace is not in ../shared/data: ", err)
+	}
+	type row struct {
+		Timestamp    int64 `json:"timestamp"`
+		InputLength  int   `json:"input_length"`
+		OutputLength int   `json:"output_length"`
+		HashIDs      []int `json:"hash_ids"`
+	}
+	var rows []row
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var r row
+		require.NoError(b, json.Unmarshal(sc.Bytes(), &r))
+		rows = append(rows, r)
+	}
+	require.NoError(b, f.Close())
+	const engines, maxLen = 8, 131072
+	var tokens int64
+	start := time.Now()
+	for b.Loop() {
+		es := make([]*Engine, engines)
+		nows := make([]time.Time, engines)
+		for i := range es {
+			es[i] = mustEngine(b, engineCfg(0, 16, maxLen))
+		}
+		t0 := time.Unix(0, 0)
+		for i, r := range rows {
+			if r.InputLength < 1 || r.InputLength+max(1, r.OutputLength) > maxLen {
+				continue
+			}
+			prompt := make([]int, r.InputLength)
+			for j := range prompt {
+				// one deterministic 512-token block per hash id
+				prompt[j] = 1000 + (r.HashIDs[j/512]*512+j%512)%120000
+			}
+			k := i % engines
+			at := t0.Add(time.Duration(r.Timestamp) * time.Millisecond)
+			nows[k] = es[k].RunUntil(nows[k], at, nil)
+			if !es[k].InFlight() {
+				nows[k] = at
+			}
+			require.NoError(b, es[k].Add(Request{ID: strconv.Itoa(i), Ref: i, Prompt: prompt, OutputLen: max(1, r.OutputLength), Arrival: at}))
+			tokens += int64(r.InputLength + max(1, r.OutputLength))
+		}
+		for k, e := range es {
+			e.RunUntil(nows[k], nows[k].Add(24*time.Hour), nil)
+			require.True(b, e.Idle())
+		}
+	}
+	wall := time.Since(start)
+	b.ReportMetric(wall.Seconds()/float64(b.N), "wall-s/replay")
+	b.ReportMetric(float64(tokens)/wall.Seconds(), "sim-tokens/s")
 }

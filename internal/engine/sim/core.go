@@ -202,6 +202,8 @@ func (e *Engine) abort(s *sequence) {
 	case statusWaiting:
 		if i := slices.Index(e.waiting, s); i >= 0 {
 			e.waiting = slices.Delete(e.waiting, i, i+1)
+		} else if i := slices.Index(e.future, s); i >= 0 {
+			e.future = slices.Delete(e.future, i, i+1)
 		}
 		e.finish(s, finishAbort, nil)
 	case statusRunning:
@@ -218,10 +220,10 @@ func (e *Engine) abort(s *sequence) {
 
 // failAll ends every sequence with err (the server is closing).
 func (e *Engine) failAll(err error) {
-	for _, s := range append(e.waiting, e.running...) {
+	for _, s := range slices.Concat(e.waiting, e.running, e.future) {
 		e.finish(s, finishAbort, err)
 	}
-	e.waiting, e.running = nil, nil
+	e.waiting, e.running, e.future = nil, nil, nil
 }
 
 func (e *Engine) idle() bool { return len(e.waiting) == 0 && len(e.running) == 0 }

@@ -3,7 +3,9 @@ package sim
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math"
+	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -88,4 +90,18 @@ func TestDetokenize(t *testing.T) {
 	code, body = postJSON(t, hs, "/detokenize", `{}`)
 	require.Equal(t, 400, code, body)
 	require.Contains(t, body, "Field required")
+}
+
+// TestEmbeddingsTokenCountPerModel: embeddings count prompt tokens with the served model's
+// tokenizer (BOS for Llama 3 only, as add_special_tokens does).
+func TestEmbeddingsTokenCountPerModel(t *testing.T) {
+	for _, tc := range []struct {
+		model  string
+		tokens int
+	}{{"meta-llama/Llama-3.1-8B-Instruct", 3}, {"Qwen/Qwen3-8B", 2}} {
+		_, hs := startFamily(t, tc.model)
+		code, body := postJSON(t, hs, "/v1/embeddings", `{"input":"Hello world"}`)
+		require.Equal(t, http.StatusOK, code, body)
+		require.Contains(t, body, fmt.Sprintf(`"prompt_tokens":%d`, tc.tokens), tc.model)
+	}
 }

@@ -36,6 +36,9 @@ type Engine struct {
 
 	waiting []*sequence
 	running []*sequence
+	// future are requests added with an arrival not reached yet, by arrival (stable): each
+	// joins the waiting queue at the first Schedule at or after its arrival.
+	future []*sequence
 	// live are the requests added through Add, by id (the server tracks its own).
 	live map[string]*sequence
 	// numLoRA counts live sequences with an adapter, so LoRA bookkeeping costs nothing without.
@@ -84,8 +87,9 @@ type Request struct {
 	// The blocks of a LoRA request hash with the adapter name as extra key, as vLLM's do.
 	LoRA   string
 	LoRAID int
-	// Arrival is when the request arrived: queue time and TTFT are measured from it. It must
-	// not be before the start of the step in flight.
+	// Arrival is when the request arrives: queue time and TTFT are measured from it. It may lie
+	// ahead (the request waits unseen until then) but should not be before the start of the
+	// step in flight.
 	Arrival time.Time
 	// KVTransfer is vLLM's kv_transfer_params for prefill/decode disaggregation, nil for none.
 	// DoRemoteDecode makes this engine the prefill side; DoRemotePrefill with RemoteBlockIDs
@@ -289,7 +293,9 @@ func (e *Engine) Timing() Timing { return e.timing }
 // empty and the engine saves the copying of hashes and token ids.
 func (e *Engine) EnableKVEvents(on bool) { e.rec.on = on }
 
-// Add queues r at r.Arrival. Errors, with nothing queued: ErrDuplicateID; ErrPromptTooLong when
+// Add queues r at r.Arrival: it joins the waiting queue at the first Schedule at or after its
+// arrival (NextWake reports the next arrival), so a whole trace may be added up front. Errors,
+// with nothing queued: ErrDuplicateID; ErrPromptTooLong when
 // the prompt is empty or has max_model_len tokens or more; ErrOutputTooLong when prompt plus
 // output exceed max_model_len; an output length below 1.
 func (e *Engine) Add(r Request) error {
@@ -323,8 +329,31 @@ func (e *Engine) Add(r Request) error {
 		s.kvx = &p
 	}
 	e.live[r.ID] = s
-	e.add(s, r.Arrival)
+	s.arrival = r.Arrival
+	s.status = statusWaiting
+	if s.lora != "" {
+		e.numLoRA++
+	}
+	// Insert by arrival, after equal arrivals (appending in the common in-order case).
+	i := len(e.future)
+	for i > 0 && e.future[i-1].arrival.After(r.Arrival) {
+		i--
+	}
+	e.future = slices.Insert(e.future, i, s)
 	return nil
+}
+
+// admitArrived moves the requests that have arrived by now from future to the waiting queue.
+func (e *Engine) admitArrived(now time.Time) {
+	n := 0
+	for n < len(e.future) && !e.future[n].arrival.After(now) {
+		e.waiting = append(e.waiting, e.future[n])
+		n++
+	}
+	if n > 0 {
+		clear(e.future[:n])
+		e.future = e.future[n:]
+	}
 }
 
 // Abort drops the live request id, false when there is none. No FinishRecord is produced. A
@@ -350,8 +379,9 @@ func (e *Engine) StepEnd() time.Time {
 	return e.step.End
 }
 
-// Idle reports whether the engine holds no request (nothing waiting, running or in a step).
-func (e *Engine) Idle() bool { return !e.inFlight && e.idle() }
+// Idle reports whether the engine holds no request (nothing waiting, running, in a step or
+// still to arrive).
+func (e *Engine) Idle() bool { return !e.inFlight && e.idle() && len(e.future) == 0 }
 
 // Schedule plans the next step, starting at now; call it only when no step is in flight. ok
 // is false when nothing can run at now (the engine is idle, or what waits needs a KV transfer
@@ -373,6 +403,7 @@ func (e *Engine) Schedule(now time.Time) (*Step, bool) {
 	e.rec.reset()
 	e.rec.dst = &st.KVEvents
 	e.stats.reset()
+	e.admitArrived(now)
 	p := e.schedule(now)
 	e.rec.dst = &e.pending
 	if p != nil {
@@ -406,8 +437,8 @@ func (e *Engine) Complete() *Step {
 }
 
 // NextWake is the earliest time at which a step can be scheduled without new input, when
-// Schedule found nothing to run: a KV transfer completing or held P/D blocks being released.
-// ok is false when nothing is pending.
+// Schedule found nothing to run: an added request arriving, a KV transfer completing or held
+// P/D blocks being released. ok is false when nothing is pending.
 func (e *Engine) NextWake() (time.Time, bool) {
 	var t time.Time
 	ok := false
@@ -423,6 +454,9 @@ func (e *Engine) NextWake() (time.Time, bool) {
 	}
 	for _, h := range e.held {
 		consider(h.until)
+	}
+	if len(e.future) > 0 {
+		consider(e.future[0].arrival)
 	}
 	return t, ok
 }

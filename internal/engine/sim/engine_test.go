@@ -352,3 +352,74 @@ func BenchmarkEngine(b *testing.B) {
 	}
 	b.ReportMetric(float64(simTokens)/time.Since(start).Seconds(), "sim-tokens/s")
 }
+
+// LoRA requests hash their blocks with the adapter name, report it in BlockStored and in the
+// stats, and max_loras keeps other adapters waiting without blocking the base model.
+func TestEngineLoRA(t *testing.T) {
+	e := mustEngine(t, engineCfg(0, 16, 8192)) // max_loras 0 -> 1
+	t0 := time.Unix(0, 0)
+	prompt := tokensFrom(1, 40)
+	require.NoError(t, e.Add(Request{ID: "a", Prompt: prompt, OutputLen: 5, LoRA: "sql", LoRAID: 1, Arrival: t0}))
+	require.NoError(t, e.Add(Request{ID: "b", Prompt: prompt, OutputLen: 5, LoRA: "chat", LoRAID: 2, Arrival: t0}))
+	require.NoError(t, e.Add(Request{ID: "c", Prompt: prompt, OutputLen: 5, Arrival: t0}))
+	st, ok := e.Schedule(t0)
+	require.True(t, ok)
+	require.Equal(t, []string{"sql"}, st.Stats.RunningLoRAs)
+	require.Equal(t, []string{"chat"}, st.Stats.WaitingLoRAs)
+	require.Equal(t, 2, st.NumRequests, "the base-model request is not held up")
+	require.Len(t, st.KVEvents, 2)
+	sql := st.KVEvents[0]
+	require.Equal(t, "sql", sql.LoRAName)
+	require.Equal(t, 1, sql.LoRAID)
+	h0 := HashBlockTokens(NoneHash(DefaultHashSeed), prompt[:16], []any{"sql"})
+	require.Equal(t, h0.Uint64(), sql.BlockHashes[0])
+	require.NotEqual(t, st.KVEvents[1].BlockHashes[0], sql.BlockHashes[0], "the base model's blocks hash apart")
+	e.Complete()
+	f := finishedByID(drain(t, e, st.End))
+	require.Len(t, f, 3)
+	require.Zero(t, f["b"].CachedTokens, "chat's blocks hash differently from sql's")
+	stats := e.Stats()
+	require.Empty(t, stats.RunningLoRAs)
+	require.Empty(t, stats.WaitingLoRAs)
+}
+
+// Abort drops a waiting request at once and a running one at the next Schedule while a step is
+// in flight; neither produces a FinishRecord, and their blocks come back.
+func TestEngineAbort(t *testing.T) {
+	e := mustEngine(t, engineCfg(0, 16, 8192))
+	t0 := time.Unix(0, 0)
+	require.NoError(t, e.Add(Request{ID: "run", Prompt: tokensFrom(1, 64), OutputLen: 50, Arrival: t0}))
+	st, ok := e.Schedule(t0)
+	require.True(t, ok)
+	require.NoError(t, e.Add(Request{ID: "wait", Prompt: tokensFrom(500, 64), OutputLen: 5, Arrival: t0}))
+	require.True(t, e.Abort("wait"))
+	require.True(t, e.Abort("run"))
+	require.Empty(t, e.Complete().Tokens, "the aborted request samples nothing")
+	st, ok = e.Schedule(st.End)
+	require.False(t, ok)
+	require.True(t, e.Idle())
+	require.Zero(t, st.Stats.KVCacheUsage)
+	require.False(t, e.Abort("run"))
+	// Aborted ids can be used again.
+	require.NoError(t, e.Add(Request{ID: "run", Prompt: tokensFrom(1, 64), OutputLen: 1, Arrival: st.End}))
+	require.Equal(t, 48, finishedByID(drain(t, e, st.End))["run"].CachedTokens, "its computed blocks stayed cached")
+}
+
+// Requests added ahead of their arrival stay invisible until then, in arrival order.
+func TestEngineFutureArrivals(t *testing.T) {
+	e := mustEngine(t, engineCfg(0, 16, 8192))
+	t0 := time.Unix(0, 0)
+	require.NoError(t, e.Add(Request{ID: "late", Ref: 2, Prompt: tokensFrom(1, 20), OutputLen: 1, Arrival: t0.Add(2 * time.Second)}))
+	require.NoError(t, e.Add(Request{ID: "early", Ref: 1, Prompt: tokensFrom(100, 20), OutputLen: 1, Arrival: t0.Add(time.Second)}))
+	st, ok := e.Schedule(t0)
+	require.False(t, ok)
+	require.Zero(t, st.Stats.Waiting, "not arrived yet")
+	require.False(t, e.Idle())
+	wake, ok := e.NextWake()
+	require.True(t, ok)
+	require.Equal(t, t0.Add(time.Second), wake)
+	require.True(t, e.Abort("late"))
+	f := finishedByID(drain(t, e, t0))
+	require.Len(t, f, 1)
+	require.Equal(t, t0.Add(time.Second), f["early"].FirstScheduled)
+}

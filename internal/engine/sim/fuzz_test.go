@@ -34,6 +34,9 @@ func FuzzRequestParsing(f *testing.F) {
 		`{"tokens":[128000,9906,1917]}`,
 		`{"messages":[{"role":"user","content":"call f"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"array","items":{"type":"integer","minimum":2}}}}}}],"tool_choice":"required","stream":true}`,
 		`{"lora_name":"a","lora_path":"/x"}`,
+		`{"prompt":"hello there","max_tokens":1,"stream":false,"kv_transfer_params":{"do_remote_decode":true,"do_remote_prefill":false,"remote_engine_id":null,"remote_block_ids":null,"remote_host":null,"remote_port":null}}`,
+		`{"messages":[{"role":"user","content":"hi"}],"stream":true,"kv_transfer_params":{"do_remote_prefill":true,"do_remote_decode":false,"remote_block_ids":[1,2],"remote_engine_id":"p","remote_request_id":"r","remote_host":"localhost","remote_port":5600,"tp_size":1}}`,
+		`{"prompt":"x","kv_transfer_params":[]}`,
 		`[]`, `null`, `{`, ``,
 	} {
 		for path := range uint8(7) {

@@ -230,16 +230,21 @@ func findStop(text string, newChars int, stops []string, include bool) (string, 
 }
 
 // visibleText is the text a client has seen once generated tokens exist: all of it when the
-// request finished, else the uncut text minus the held-back tail (vLLM's
-// get_next_output_text), never beyond the final text.
+// request finished its plan, else the uncut text minus the held-back tail (vLLM's
+// get_next_output_text; nothing is held back once finished, e.g. cut short by the engine),
+// never beyond the final text.
 func (p *outputPlan) visibleText(generated int, finished bool) string {
-	if finished {
+	if finished && generated >= len(p.tokens) {
 		return p.text
 	}
 	if generated <= 0 || len(p.ends) == 0 {
 		return ""
 	}
-	n := min(p.ends[min(generated, len(p.ends))-1]-p.holdBack, len(p.text))
+	hold := p.holdBack
+	if finished {
+		hold = 0
+	}
+	n := min(p.ends[min(generated, len(p.ends))-1]-hold, len(p.text))
 	return p.text[:max(n, 0)]
 }
 

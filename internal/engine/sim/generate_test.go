@@ -204,6 +204,12 @@ func TestPlanOutputStops(t *testing.T) {
 			require.Equal(t, plan.text, streamed)
 		})
 	}
+	// Cut short by the engine (finished before the plan's end): the text of the generated tokens,
+	// nothing held back, and no stop_reason.
+	cutPlan := tok.planOutput(3, []int{1, 2, 3}, genParams{limit: 100, ignoreEOS: true, stop: []string{"zzz-absent"}})
+	require.Equal(t, full[:base.ends[9]], cutPlan.visibleText(10, true))
+	require.Equal(t, full[:base.ends[9]-len("zzz-absent")+1], cutPlan.visibleText(10, false), "held back while running")
+	require.Nil(t, cutPlan.finalStopReason(10, finishLength))
 	// ignore_eos leaves stop strings working; EOS itself gives stop_reason null.
 	natural := tok.planOutput(5, []int{9}, genParams{limit: 100})
 	require.Equal(t, finishStop, natural.reason)

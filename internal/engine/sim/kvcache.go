@@ -168,9 +168,6 @@ func (c *kvCache) evict(b *block) {
 		}
 	}
 	b.dup = nil
-	if c.find(b.hash) == nil {
-		c.distinct--
-	}
 	b.hashed = false
 	b.hash = BlockHash{}
 }
@@ -179,9 +176,6 @@ func (c *kvCache) evict(b *block) {
 func (c *kvCache) cache(b *block, h BlockHash) bool {
 	if b.hashed {
 		return false
-	}
-	if c.find(h) == nil {
-		c.distinct++
 	}
 	b.hash, b.hashed = h, true
 	k := hashKey(h)
@@ -208,7 +202,6 @@ func (c *kvCache) reset() bool {
 		c.blocks[i].hashed, c.blocks[i].hash, c.blocks[i].dup = false, BlockHash{}, nil
 	}
 	clear(c.cached)
-	c.distinct = 0
 	c.rec.cleared()
 	return true
 }
@@ -240,7 +233,7 @@ func (c *kvCache) free(blocks []*block) {
 }
 
 // numCachedBlocks is the number of distinct hashes in the prefix cache (for tests).
-func (c *kvCache) numCachedBlocks() int { return c.distinct }
+func (c *kvCache) numCachedBlocks() int { return len(c.cachedHashes()) }
 
 // hashKey is the map key of a hash: its first 8 bytes (the digest is uniform).
 func hashKey(h BlockHash) uint64 { return binary.LittleEndian.Uint64(h[:8]) }

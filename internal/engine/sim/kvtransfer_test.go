@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 // The prefill side returns vLLM's kv_transfer_params and holds its blocks for the transfer;
@@ -160,6 +161,14 @@ func TestPrefillDecodeOverHTTP(t *testing.T) {
 			require.Equal(t, dresp.Usage.PromptTokens, dresp.Usage.Details.CachedTokens, "vLLM counts received tokens as cached")
 			require.Nil(t, dresp.KVTransferParams)
 			require.NotEmpty(t, dsrv.CachedBlockHashes(), "the received blocks are in the decode side's prefix cache")
+
+			// The decode request streamed, as the sidecar forwards a client's stream.
+			code, body = postJSON(t, decode, tc.path, fmt.Sprintf(`{"model": %q, %s, "max_tokens": 5, "ignore_eos": true,
+				"stream": true, "stream_options": {"include_usage": true}, "kv_transfer_params": %s}`, testModel, tc.input, raw))
+			require.Equal(t, 200, code, body)
+			events := sseData(t, body)
+			require.Equal(t, "[DONE]", events[len(events)-1])
+			require.Contains(t, events[len(events)-2], `"completion_tokens":5`)
 		})
 	}
 
@@ -169,3 +178,46 @@ func TestPrefillDecodeOverHTTP(t *testing.T) {
 }
 
 const tcSuffix = " Answer briefly."
+
+// In virtual time, a decode-side request's TTFT is exactly the modelled transfer of its prompt's
+// KV plus one step recomputing its last prompt token.
+func TestPrefillDecodeVirtualTime(t *testing.T) {
+	cfg := testConfig()
+	one := 1.0
+	cfg.TimeScale = &one
+	clk := clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0))
+	s, hs := startServer(t, cfg, clk, nil)
+	stop := make(chan struct{})
+	stepped := make(chan struct{})
+	go func() { // advance virtual time whenever the step loop waits on it
+		defer close(stepped)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if clk.HasWaiters() {
+				clk.Step(100 * time.Microsecond)
+			} else {
+				time.Sleep(20 * time.Microsecond)
+			}
+		}
+	}()
+	defer func() { close(stop); <-stepped }()
+
+	prompt := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 40)
+	code, body := postJSON(t, hs, "/v1/completions", fmt.Sprintf(`{"model": %q, "prompt": %q, "max_tokens": 1, "ignore_eos": true,
+		"kv_transfer_params": {"do_remote_prefill": true, "remote_block_ids": [1, 2, 3], "remote_engine_id": "p",
+		"remote_request_id": "r", "remote_host": "localhost", "remote_port": 5600, "tp_size": 1}}`, testModel, prompt))
+	require.Equal(t, 200, code, body)
+	var resp struct {
+		Usage struct {
+			PromptTokens int `json:"prompt_tokens"`
+		} `json:"usage"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &resp))
+	L := resp.Usage.PromptTokens
+	want := s.eng.transferTime(L) + s.eng.timing.StepTime(1, 0, L)
+	require.InDelta(t, want.Seconds(), metricValue(t, scrape(t, hs), "vllm:time_to_first_token_seconds"), 1e-9)
+}

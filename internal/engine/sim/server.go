@@ -43,9 +43,10 @@ type Server struct {
 	registry *prometheus.Registry
 	metrics  *vllmMetrics
 	simStats *simMetrics
-	// stepLag is strata_sim_step_lag_seconds; onLag, when set (tests), sees every sample.
-	stepLag prometheus.Histogram
-	onLag   atomic.Pointer[func(time.Duration)]
+	// stepLag is strata_sim_step_lag_seconds; onLag, when set (tests), sees every sample with
+	// the part of it the loop spent waking up (the rest is the lock and Complete).
+	stepLag  prometheus.Histogram
+	onLag    atomic.Pointer[func(lag, wake time.Duration)]
 	metricsH http.Handler
 
 	mu     sync.Mutex // guards eng, closed, adapters and nextLoRAID
@@ -270,6 +271,9 @@ func (s *Server) run() {
 			select {
 			case <-s.kick:
 			case <-timer:
+				// A transfer completed or held blocks came free: the next step starts then, on
+				// the clock's timeline, however late the loop woke up.
+				cursor, busy = wake, true
 			case <-s.done:
 				if t != nil {
 					t.Stop()
@@ -298,6 +302,10 @@ func (s *Server) run() {
 				return
 			}
 		}
+		wake := max(0, s.clk.Since(deadline))
+		if s.scale > 0 {
+			s.simStats.lag.Observe(wake.Seconds())
+		}
 		s.mu.Lock()
 		st = s.eng.Complete()
 		s.recordLocked()
@@ -306,10 +314,9 @@ func (s *Server) run() {
 		s.mu.Unlock()
 		if s.scale > 0 {
 			lag := max(0, s.clk.Since(deadline))
-			s.simStats.lag.Observe(lag.Seconds())
 			s.stepLag.Observe(lag.Seconds())
 			if f := s.onLag.Load(); f != nil {
-				(*f)(lag)
+				(*f)(lag, wake)
 			}
 		}
 		s.publishKVEvents(events, deadline)

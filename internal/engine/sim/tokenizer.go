@@ -148,9 +148,10 @@ func (t *tokenizerSet) detokenize(ids []int) string {
 	return b.String()
 }
 
-// decodeAny is /detokenize and the text of token-id embedding inputs: every id's text,
-// special tokens included (vLLM's /detokenize calls tokenizer.decode without skipping).
-func (t *tokenizerSet) decodeAny(ids []int) string { return t.Decode(ids) }
+// decodeAny is /detokenize and the text of token-id embedding inputs: vLLM's /detokenize calls
+// transformers' tokenizer.decode, which skips nothing (special tokens included) and, for Llama 3
+// (clean_up_tokenization_spaces true), removes spaces before punctuation and contractions.
+func (t *tokenizerSet) decodeAny(ids []int) string { return t.TransformersDecode(ids) }
 
 // inVocab reports whether id is a token of the vocabulary (vLLM rejects prompts with others).
 func (t *tokenizerSet) inVocab(id int) bool { return id >= 0 && id < t.VocabSize() }

@@ -110,3 +110,18 @@ func mustUnmarshalInts(t *testing.T, s string) []int {
 	require.NoError(t, json.Unmarshal([]byte(s), &v))
 	return v
 }
+
+// TestDetokenizeCleanUp: /detokenize is transformers' decode, which cleans up spaces before
+// punctuation for Llama 3 (clean_up_tokenization_spaces true) and not for Qwen3.
+func TestDetokenizeCleanUp(t *testing.T) {
+	for _, tc := range []struct{ model, want string }{
+		{"meta-llama/Llama-3.1-8B-Instruct", `{"prompt":"<|begin_of_text|>Hello, world. I'm here!"}`},
+		{"Qwen/Qwen3-8B", `{"prompt":"Hello , world . I 'm here !"}`},
+	} {
+		s, hs := startFamily(t, tc.model)
+		ids := s.tok.encodePrompt("Hello , world . I 'm here !", true)
+		code, body := postJSON(t, hs, "/detokenize", `{"tokens":`+mustJSON(ids)+`}`)
+		require.Equal(t, http.StatusOK, code, body)
+		require.JSONEq(t, tc.want, body, tc.model)
+	}
+}

@@ -14,10 +14,13 @@
 // (vllm/v1/core/kv_cache_utils.py, hash_block_tokens). Each endpoint keeps a map from its engine
 // hashes to keys, to resolve the parent of a BlockStored and the blocks of a BlockRemoved.
 //
-// The index is a hash map from key to the endpoints holding the block, split into shards with
-// their own RWMutex, so Score (read locks, one per looked-up block) runs concurrently with events
-// of other endpoints and other shards. Events of one endpoint are applied under that endpoint's
-// mutex, then the shard's write lock (always in that order).
+// The index maps each key to the endpoints holding the block, split into 64 shards with their
+// own RWMutex, so Score (read locks, one per looked-up block) runs concurrently with events of
+// other endpoints and other shards. Events of one endpoint are applied under that endpoint's
+// mutex, then the shard's write lock (always in that order). A key held by one endpoint (most)
+// is one 16-byte slot of an open-addressing table; a key held by several is kept in a map of
+// holder lists, with bitsets over endpoint ids once six or more hold it, so a prompt prefix every
+// endpoint holds is scored in a few word operations per block.
 //
 // Memory is bounded by MaxBlocksPerEndpoint engine blocks per endpoint: past it, an arbitrary
 // block of that endpoint is dropped (counted in Stats.Evicted). A healthy feed never reaches it
@@ -108,12 +111,110 @@ type entry struct {
 // multiEP in shard.one marks a key held by several endpoints, found in shard.multi.
 const multiEP = math.MaxUint16
 
-// shard is one part of the key map. Most blocks are held by one endpoint: they live in one,
-// whose values hold no pointers, so the garbage collector never scans the index's bulk.
+// shard is one part of the key map. Most blocks are held by one endpoint: their holder lives
+// packed in one, an open-addressing table of 16-byte slots (one cache line visit per lookup,
+// no pointers for the garbage collector to scan); keys held by several endpoints are marked
+// there with multiEP and kept in multi.
 type shard struct {
 	mu    sync.RWMutex
-	one   map[uint64]holder
+	one   keyTable
 	multi map[uint64]*entry
+}
+
+// maxCount bounds a holder's copies per medium (12 bits each when packed); further copies are
+// not counted.
+const maxCount = 1<<12 - 1
+
+// pack encodes h in 64 bits: ep in bits 0-15, the count of medium m in bits 16+12m to 27+12m.
+func pack(h holder) uint64 {
+	v := uint64(h.ep)
+	for m, c := range h.counts {
+		v |= uint64(c&maxCount) << (16 + 12*m)
+	}
+	return v
+}
+
+func unpack(v uint64) holder {
+	h := holder{ep: uint16(v)}
+	for m := range h.counts {
+		h.counts[m] = uint16(v>>(16+12*m)) & maxCount
+	}
+	return h
+}
+
+// keyTable is a linear-probing hash table from block key to packed holder. Keys are already
+// uniform hashes, so a key's home slot is its bits above the shard bits; key 0 marks an empty
+// slot (chain never returns 0). Deletion shifts later entries back (no tombstones). The table
+// grows at 3/4 load and never shrinks: its size follows the peak number of keys, which the
+// per-endpoint bound caps. Not safe for concurrent use: the shard's lock guards it.
+type keyTable struct {
+	slots []keySlot
+	n     int
+}
+
+type keySlot struct{ key, val uint64 }
+
+func (t *keyTable) home(k uint64) int { return int(k>>6) & (len(t.slots) - 1) }
+
+func (t *keyTable) get(k uint64) (uint64, bool) {
+	if t.n == 0 {
+		return 0, false
+	}
+	mask := len(t.slots) - 1
+	for i := t.home(k); ; i = (i + 1) & mask {
+		switch t.slots[i].key {
+		case k:
+			return t.slots[i].val, true
+		case 0:
+			return 0, false
+		}
+	}
+}
+
+func (t *keyTable) put(k, v uint64) {
+	if (t.n+1)*4 > len(t.slots)*3 {
+		old := t.slots
+		t.slots, t.n = make([]keySlot, max(16, 2*len(old))), 0
+		for _, sl := range old {
+			if sl.key != 0 {
+				t.put(sl.key, sl.val)
+			}
+		}
+	}
+	mask := len(t.slots) - 1
+	for i := t.home(k); ; i = (i + 1) & mask {
+		switch t.slots[i].key {
+		case k:
+			t.slots[i].val = v
+			return
+		case 0:
+			t.slots[i] = keySlot{k, v}
+			t.n++
+			return
+		}
+	}
+}
+
+func (t *keyTable) del(k uint64) {
+	if t.n == 0 {
+		return
+	}
+	mask := len(t.slots) - 1
+	i := t.home(k)
+	for ; t.slots[i].key != k; i = (i + 1) & mask {
+		if t.slots[i].key == 0 {
+			return
+		}
+	}
+	// Backward shift: move each later entry of the run whose home is not in (i, j] into the hole.
+	for j := (i + 1) & mask; t.slots[j].key != 0; j = (j + 1) & mask {
+		h := t.home(t.slots[j].key)
+		if i <= j && (h <= i || h > j) || i > j && h <= i && h > j {
+			t.slots[i], i = t.slots[j], j
+		}
+	}
+	t.slots[i] = keySlot{}
+	t.n--
 }
 
 // engBlock is one engine hash of an endpoint: its key and copies per medium.
@@ -168,7 +269,7 @@ func New(cfg Config) (*Index, error) {
 		ix.weights = append(ix.weights, m.Weight)
 	}
 	for i := range ix.shards {
-		ix.shards[i].one, ix.shards[i].multi = map[uint64]holder{}, map[uint64]*entry{}
+		ix.shards[i].multi = map[uint64]*entry{}
 	}
 	return ix, nil
 }
@@ -194,7 +295,11 @@ func chain(parent uint64, tokens []int, buf []byte) (uint64, []byte) {
 	for i, t := range tokens {
 		binary.LittleEndian.PutUint32(b[4*i:], uint32(t))
 	}
-	return xxhash.Sum64(buf), buf
+	k := xxhash.Sum64(buf)
+	if k == 0 { // 0 marks an empty keyTable slot
+		k = 1
+	}
+	return k, buf
 }
 
 // Keys appends to dst the keys of the full blocks of tokens (a trailing partial block has no
@@ -342,7 +447,7 @@ func (ix *Index) store(e *endpoint, h, k uint64, m int) {
 		}
 		b, ok = engBlock{}, false
 	}
-	if b.counts[m] == math.MaxUint16 {
+	if b.counts[m] == maxCount {
 		return
 	}
 	b.key = k
@@ -373,7 +478,7 @@ func (ix *Index) update(k uint64, ep uint16, m, delta int) {
 	add := func(h *holder) {
 		switch c := int(h.counts[m]) + delta; {
 		case c < 0:
-		case c > math.MaxUint16:
+		case c > maxCount:
 		default:
 			h.counts[m] = uint16(c)
 		}
@@ -381,27 +486,28 @@ func (ix *Index) update(k uint64, ep uint16, m, delta int) {
 	s := &ix.shards[k&(numShards-1)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	h, ok := s.one[k]
+	v, ok := s.one.get(k)
+	h := unpack(v)
 	switch {
 	case !ok:
 		if delta > 0 {
 			h = holder{ep: ep}
 			add(&h)
-			s.one[k] = h
+			s.one.put(k, pack(h))
 		}
 	case h.ep == ep:
 		add(&h)
 		if h.counts == ([maxMedia]uint16{}) {
-			delete(s.one, k)
+			s.one.del(k)
 		} else {
-			s.one[k] = h
+			s.one.put(k, pack(h))
 		}
 	case h.ep != multiEP: // held by another endpoint alone
 		if delta > 0 {
 			nh := holder{ep: ep}
 			add(&nh)
 			s.multi[k] = &entry{holders: []holder{h, nh}}
-			s.one[k] = holder{ep: multiEP}
+			s.one.put(k, pack(holder{ep: multiEP}))
 		}
 	default:
 		en := s.multi[k]
@@ -420,7 +526,7 @@ func (ix *Index) update(k uint64, ep uint16, m, delta int) {
 		}
 		switch {
 		case len(en.holders) == 1:
-			s.one[k] = en.holders[0]
+			s.one.put(k, pack(en.holders[0]))
 			delete(s.multi, k)
 		case len(en.holders) <= narrowHolders:
 			en.bits = nil
@@ -485,8 +591,8 @@ func (ix *Index) Score(keys []uint64, names []string, scores []float64) {
 	var (
 		slotA  [256]int32
 		aliveA [4]uint64
-		runA   [64]int32
-		defA   [64]float64
+		runA   [256]int32
+		defA   [256]float64
 	)
 	ix.epMu.RLock()
 	nIDs := len(ix.eps)
@@ -531,7 +637,8 @@ func (ix *Index) Score(keys []uint64, names []string, scores []float64) {
 		s := &ix.shards[k&(numShards-1)]
 		clear(next)
 		s.mu.RLock()
-		h, ok := s.one[k]
+		v, ok := s.one.get(k)
+		h := unpack(v)
 		var en *entry
 		if ok && h.ep == multiEP {
 			en = s.multi[k]
@@ -588,6 +695,30 @@ func (ix *Index) Score(keys []uint64, names []string, scores []float64) {
 	}
 }
 
+// Run returns how many leading blocks of keys the endpoint named name holds in any tracked
+// medium (0 for an endpoint the index never heard of).
+func (ix *Index) Run(keys []uint64, name string) int {
+	e := ix.endpoint(name, false)
+	if e == nil {
+		return 0
+	}
+	for i, k := range keys {
+		s := &ix.shards[k&(numShards-1)]
+		s.mu.RLock()
+		v, ok := s.one.get(k)
+		h := unpack(v)
+		held := ok && h.ep == e.id
+		if ok && h.ep == multiEP {
+			held = slices.ContainsFunc(s.multi[k].holders, func(h holder) bool { return h.ep == e.id })
+		}
+		s.mu.RUnlock()
+		if !held {
+			return i
+		}
+	}
+	return len(keys)
+}
+
 // hold marks h's endpoint in next when it is alive, charging its deficit.
 func (ix *Index) hold(h holder, alive, next []uint64, slot []int32, deficit []float64) {
 	x, bit := int(h.ep)/64, uint64(1)<<(h.ep%64)
@@ -633,7 +764,7 @@ func (ix *Index) Stats() Stats {
 	for i := range ix.shards {
 		s := &ix.shards[i]
 		s.mu.RLock()
-		st.Keys += len(s.one)
+		st.Keys += s.one.n
 		s.mu.RUnlock()
 	}
 	ix.epMu.RLock()

@@ -1,6 +1,9 @@
 package kvindex
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -208,4 +211,187 @@ func FuzzApply(f *testing.F) {
 		require.Zero(t, st.Keys)
 		require.Zero(t, st.Blocks)
 	})
+}
+
+// naiveScore is Score computed from the holder lists alone, one endpoint at a time.
+func naiveScore(ix *Index, keys []uint64, names []string) []float64 {
+	out := make([]float64, len(names))
+	for j, name := range names {
+		e := ix.endpoint(name, false)
+		if e == nil || len(keys) == 0 {
+			continue
+		}
+		sum := 0.0
+		for _, k := range keys {
+			s := &ix.shards[k&(numShards-1)]
+			s.mu.RLock()
+			hs := []holder{}
+			if v, ok := s.one.get(k); ok && unpack(v).ep != multiEP {
+				hs = append(hs, unpack(v))
+			} else if ok {
+				hs = append(hs, s.multi[k].holders...)
+			}
+			s.mu.RUnlock()
+			w := -1.0
+			for _, h := range hs {
+				if h.ep == e.id {
+					for m, c := range h.counts[:len(ix.weights)] {
+						if c > 0 {
+							w = max(w, ix.weights[m])
+						}
+					}
+				}
+			}
+			if w < 0 {
+				break
+			}
+			sum += w
+		}
+		out[j] = sum / float64(len(keys))
+	}
+	return out
+}
+
+// Score's bitset path (blocks held by many endpoints) and holder path agree with a naive
+// per-endpoint walk, through stores, removals in both tiers and clears on 80 endpoints (more
+// than one bitset word).
+func TestScoreMatchesNaive(t *testing.T) {
+	ix := newIndex(t, 1<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	const eps = 80
+	names := make([]string, eps)
+	for i := range names {
+		names[i] = fmt.Sprintf("ep-%02d", i)
+	}
+	base := seq(1, 12*bs)
+	prompts := [][]int{base, append(slices.Clone(base[:6*bs]), seq(5000, 6*bs)...), seq(9000, 8*bs)}
+	hash := uint64(0)
+	nonzero := 0
+	for round := range 400 {
+		ep := names[rng.IntN(eps)]
+		p := prompts[rng.IntN(len(prompts))]
+		n := 1 + rng.IntN(len(p)/bs)
+		medium := []string{"GPU", "CPU"}[rng.IntN(2)]
+		switch rng.IntN(10) {
+		case 0:
+			ix.Apply(ep, []scheduling.KVEvent{{Kind: scheduling.AllBlocksCleared, Medium: medium}})
+		case 1, 2:
+			hashes := ix.EngineHashes(ep, medium)
+			for h := range hashes {
+				ix.Apply(ep, []scheduling.KVEvent{removed(medium, h)})
+				break
+			}
+		default:
+			hash += 1000
+			ev := stored(p[:n*bs], 0, false)
+			for i := range n {
+				ev.BlockHashes = append(ev.BlockHashes, hash+uint64(i))
+			}
+			ev.Medium = medium
+			ix.Apply(ep, []scheduling.KVEvent{ev})
+		}
+		if round%20 == 0 {
+			for _, p := range prompts {
+				keys := ix.Keys(p, "", nil)
+				got := make([]float64, eps)
+				ix.Score(keys, names, got)
+				want := naiveScore(ix, keys, names)
+				for j := range got {
+					require.InDelta(t, want[j], got[j], 1e-9, "round %d endpoint %s", round, names[j])
+					if got[j] > 0 {
+						nonzero++
+					}
+				}
+			}
+		}
+	}
+	wide := 0
+	for i := range ix.shards {
+		for _, en := range ix.shards[i].multi {
+			if en.bits != nil {
+				wide++
+			}
+		}
+	}
+	require.Positive(t, wide, "the test must exercise the bitset path")
+	require.Greater(t, nonzero, 100)
+}
+
+// FuzzEvents applies arbitrary, often malformed events (unknown parents, wrong block sizes,
+// short token lists, unknown media and kinds) from three endpoints: the index never panics,
+// scores stay in [0, 1], and clearing every endpoint leaves it empty.
+func FuzzEvents(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11})
+	f.Add([]byte{0x10, 0x21, 0x32, 0x43, 0x54, 0x65, 0x76, 0x87, 0x98, 0xa9})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ix := newIndex(t, 8)
+		names := []string{"a", "b", "c"}
+		for i := 0; i+3 < len(data); i += 4 {
+			op, a, b, c := data[i], data[i+1], data[i+2], data[i+3]
+			ev := scheduling.KVEvent{Kind: scheduling.KVEventKind(op % 5), Medium: []string{"", "GPU", "CPU", "NVME"}[a%4],
+				BlockSize: []int{bs, bs, 2 * bs, 0}[b%4], HasParent: c&1 == 1, ParentHash: uint64(c >> 4), LoRAName: []string{"", "x"}[c>>1&1]}
+			for j := range int(a>>4) % 4 {
+				ev.BlockHashes = append(ev.BlockHashes, uint64(b>>2)+uint64(j))
+			}
+			ev.TokenIDs = seq(int(c), max(0, len(ev.BlockHashes)*bs-int(b>>6)))
+			ix.Apply(names[op>>5%3], []scheduling.KVEvent{ev})
+			scores := make([]float64, 3)
+			ix.Score(ix.Keys(seq(int(c), 4*bs), "", nil), names, scores)
+			for _, s := range scores {
+				require.True(t, s >= 0 && s <= 1, "score %g", s)
+			}
+			require.Equal(t, naiveScore(ix, ix.Keys(seq(int(c), 4*bs), "", nil), names), scores)
+		}
+		for _, n := range names {
+			ix.Apply(n, []scheduling.KVEvent{{Kind: scheduling.AllBlocksCleared}})
+		}
+		st := ix.Stats()
+		require.Zero(t, st.Keys)
+		require.Zero(t, st.Blocks)
+	})
+}
+
+// keyTable behaves as a map through inserts, updates and deletions with long probe runs (keys
+// crowded onto few home slots, wrapping around the table's end).
+func TestKeyTable(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var kt keyTable
+	ref := map[uint64]uint64{}
+	for i := range 200000 {
+		k := uint64(1+rng.IntN(300)) << 6 // homes crowd on the low slots and wrap
+		if rng.IntN(3) == 0 {
+			k = rng.Uint64() | 1
+		}
+		switch rng.IntN(3) {
+		case 0, 1:
+			v := rng.Uint64()
+			kt.put(k, v)
+			ref[k] = v
+		case 2:
+			kt.del(k)
+			delete(ref, k)
+		}
+		if i%4999 == 0 {
+			require.Equal(t, len(ref), kt.n)
+			for k, v := range ref {
+				got, ok := kt.get(k)
+				require.True(t, ok)
+				require.Equal(t, v, got)
+			}
+			_, ok := kt.get(12345 << 6)
+			require.Equal(t, ref[12345<<6] != 0, ok)
+		}
+	}
+	for k := range ref {
+		kt.del(k)
+	}
+	require.Zero(t, kt.n)
+	for _, sl := range kt.slots {
+		require.Zero(t, sl.key)
+	}
+}
+
+func TestPack(t *testing.T) {
+	h := holder{ep: 513, counts: [maxMedia]uint16{1, maxCount, 0, 7}}
+	require.Equal(t, h, unpack(pack(h)))
 }

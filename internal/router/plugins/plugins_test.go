@@ -168,3 +168,30 @@ func FuzzSchedulerConfig(f *testing.F) {
 		}
 	})
 }
+
+// The no-hit-LRU and predicted-latency scorers can take their prefix estimate from the precise
+// (KV-event) scorer: a request whose blocks an endpoint reported is not cold, and its work is
+// lowest there.
+func TestPreciseScorerFeedsOtherScorers(t *testing.T) {
+	cfg := config.EndpointPickerConfig{
+		Plugins: []config.PluginSpec{{Type: "precise-prefix-cache-scorer", Name: "precise"},
+			{Type: "no-hit-lru-scorer", Parameters: []byte(`{"prefixPluginName":"precise"}`)},
+			{Type: "predicted-latency-scorer", Parameters: []byte(`{"prefixPluginName":"precise"}`)}},
+		SchedulingProfiles: []config.SchedulingProfile{{Name: "x", Plugins: []config.ProfilePlugin{
+			{PluginRef: "precise"}, {PluginRef: "no-hit-lru-scorer"}, {PluginRef: "predicted-latency-scorer"}}}},
+	}
+	s, err := scheduling.Build(cfg, Registry(), rand.NewPCG(1, 1))
+	require.NoError(t, err)
+	tokens := make([]int, 64)
+	for i := range tokens {
+		tokens[i] = 100 + i
+	}
+	s.HandleKVEvents("b", []scheduling.KVEvent{{Kind: scheduling.BlockStored, BlockHashes: []uint64{1, 2, 3, 4},
+		TokenIDs: tokens, BlockSize: 16}})
+	e := eps("a", "b", "c")
+	for range 5 {
+		got, err := s.Schedule(&scheduling.Request{Model: "m", TokenIDs: tokens, PromptTokens: 64}, e)
+		require.NoError(t, err)
+		require.Equal(t, "b", got.Name)
+	}
+}

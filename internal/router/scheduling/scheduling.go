@@ -8,8 +8,9 @@
 // request's blocks on the chosen endpoint).
 //
 // The interfaces are owned here, by the scheduler that consumes them; plugins are concrete types
-// carrying `var _ Scorer = (*T)(nil)`. Optional capabilities (PreRequest) are separate one-method
-// interfaces found by type assertion.
+// carrying `var _ Scorer = (*T)(nil)`. Optional capabilities (PreRequest, KVEventHandler) are
+// separate one-method interfaces found by type assertion; engine KV events reach the plugins
+// through Scheduler.HandleKVEvents.
 package scheduling
 
 import (

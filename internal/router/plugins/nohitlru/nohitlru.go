@@ -17,13 +17,14 @@ const Type = "no-hit-lru-scorer"
 
 // Parameters of the plugin.
 type Parameters struct {
-	// PrefixPluginName names the prefix-cache-scorer instance that decides whether a request is
-	// cold; it must be declared before this plugin. Default "prefix-cache-scorer".
+	// PrefixPluginName names the prefix-cache-scorer (or precise-prefix-cache-scorer) instance
+	// that decides whether a request is cold; it must be declared before this plugin. Default
+	// "prefix-cache-scorer".
 	PrefixPluginName string `json:"prefixPluginName"`
 }
 
 // prefixMatcher is what the scorer needs of the prefix plugin: how many leading blocks of req an
-// endpoint holds (scheduling.PrefixScorer.Blocks).
+// endpoint holds (scheduling.PrefixScorer.Blocks, preciseprefix.Scorer.Blocks).
 type prefixMatcher interface {
 	Blocks(endpoint string, req *scheduling.Request) int
 }

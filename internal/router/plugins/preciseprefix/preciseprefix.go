@@ -69,9 +69,11 @@ var (
 // completion prompt (BOS + text with special tokens, as vLLM's completion endpoint). It is safe
 // for concurrent use, events included.
 type Scorer struct {
-	ix       *kvindex.Index
-	tok      Tokenizer
-	log      *slog.Logger
+	ix  *kvindex.Index
+	tok Tokenizer
+	log *slog.Logger
+	// stateKey caches a request's keys; they depend only on the block size (and the request),
+	// so instances of one block size share them.
 	stateKey string
 
 	noTokenizer, badBlockSize sync.Once
@@ -122,7 +124,7 @@ func New(o Options) (*Scorer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parameters: %w", err)
 	}
-	return &Scorer{ix: ix, tok: o.Tokenizer, log: o.Log.With("plugin", Type), stateKey: Type + "/keys"}, nil
+	return &Scorer{ix: ix, tok: o.Tokenizer, log: o.Log.With("plugin", Type), stateKey: fmt.Sprintf("%s/keys/%d", Type, o.BlockSizeTokens)}, nil
 }
 
 // Factory builds the scorer. Errors name the parameter, e.g. "parameters.tokenizer: unknown
@@ -173,7 +175,7 @@ func (s *Scorer) Score(req *scheduling.Request, eps []*scheduling.Endpoint, scor
 	if len(keys) == 0 {
 		return
 	}
-	var small [64]string
+	var small [256]string
 	names := small[:0]
 	if len(eps) > len(small) {
 		names = make([]string, 0, len(eps))
@@ -182,6 +184,12 @@ func (s *Scorer) Score(req *scheduling.Request, eps []*scheduling.Endpoint, scor
 		names = append(names, e.Name)
 	}
 	s.ix.Score(keys, names, scores)
+}
+
+// Blocks returns how many leading full blocks of req's prompt the endpoint named endpoint holds
+// (in any medium), the capability the no-hit-LRU scorer reads of a prefix scorer.
+func (s *Scorer) Blocks(endpoint string, req *scheduling.Request) int {
+	return s.ix.Run(s.keys(req), endpoint)
 }
 
 // keys returns the request's block keys, computed once per request.

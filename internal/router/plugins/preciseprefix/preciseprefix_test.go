@@ -214,3 +214,15 @@ func TestRealTokenizer(t *testing.T) {
 	s.Score(&scheduling.Request{Messages: msgs}, endpoints("a", "b"), scores)
 	require.Equal(t, []float64{1, 0}, scores)
 }
+
+func TestBlocks(t *testing.T) {
+	p := newScorer(t, nil, nil)
+	prompt := tokens(0, 5*bs+3)
+	p.HandleKVEvents("a", []scheduling.KVEvent{storedChain(prompt[:3*bs], 1)})
+	cpu := storedChain(prompt[3*bs:4*bs], 10)
+	cpu.HasParent, cpu.ParentHash, cpu.Medium = true, 3, scheduling.MediumCPU
+	p.HandleKVEvents("a", []scheduling.KVEvent{cpu})
+	req := &scheduling.Request{TokenIDs: prompt}
+	require.Equal(t, 4, p.Blocks("a", req), "3 GPU blocks and a CPU one")
+	require.Zero(t, p.Blocks("b", req))
+}

@@ -52,15 +52,17 @@ func Factory(_ string, params json.RawMessage, h scheduling.Handle) (scheduling.
 	if !ok {
 		return nil, fmt.Errorf("parameters.prefixPluginName: no plugin %q declared before this one", p.PrefixPluginName)
 	}
-	ps, ok := pl.(*scheduling.PrefixScorer)
-	if !ok {
+	ps, ok := pl.(scheduling.Scorer)
+	if !ok || (pl.Name() != "prefix-cache-scorer" && pl.Name() != "precise-prefix-cache-scorer") {
 		return nil, fmt.Errorf("parameters.prefixPluginName: %q is a %s, not a prefix-cache-scorer", p.PrefixPluginName, pl.Name())
 	}
 	return New(ps), nil
 }
 
-// New returns a scorer estimating cached fractions with prefix.
-func New(prefix *scheduling.PrefixScorer) *Scorer { return &Scorer{prefix: prefix} }
+// New returns a scorer estimating cached fractions with prefix: a prefix-cache-scorer
+// (scheduling.PrefixScorer) or a precise-prefix-cache-scorer, whose score is the cached
+// fraction of the prompt.
+func New(prefix scheduling.Scorer) *Scorer { return &Scorer{prefix: prefix} }
 
 // Name returns Type.
 func (*Scorer) Name() string { return Type }

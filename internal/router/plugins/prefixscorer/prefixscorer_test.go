@@ -47,3 +47,23 @@ func TestFactoryErrors(t *testing.T) {
 		require.ErrorContains(t, err, want)
 	}
 }
+
+// BenchmarkScoreTokenized is one Score of the token-block prefix scorer on 16 endpoints for a
+// fresh ~1k-token chat request: tokenizing it with Llama-3 (chat template) is included.
+func BenchmarkScoreTokenized(b *testing.B) {
+	p, err := Factory("x", json.RawMessage(`{"tokenizer":"llama-3"}`), nil)
+	require.NoError(b, err)
+	s := p.(*scheduling.PrefixScorer)
+	system := openai.Message{Role: "system", Content: openai.TextContent(strings.Repeat("Answer in French, briefly and politely. ", 100))}
+	eps := make([]*scheduling.Endpoint, 16)
+	for i := range eps {
+		eps[i] = &scheduling.Endpoint{Name: string(rune('a' + i))}
+	}
+	s.PreRequest(&scheduling.Request{Messages: []openai.Message{system}}, eps[3])
+	scores := make([]float64, len(eps))
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		req := &scheduling.Request{Messages: []openai.Message{system, {Role: "user", Content: openai.TextContent(strings.Repeat("why? ", i%50))}}}
+		s.Score(req, eps, scores)
+	}
+}
