@@ -44,9 +44,9 @@ type Gateway struct {
 	SLO SLO `json:"slo"`
 	// IOLog configures the opt-in per-tenant request/response log.
 	IOLog IOLog `json:"iolog"`
-	// Ledger tunes the group-commit writer of usage records (GWB).
+	// Ledger tunes the group-commit writer of usage records.
 	Ledger Ledger `json:"ledger"`
-	// Export delivers every usage record as a CloudEvent to a webhook or an NDJSON file (GWB).
+	// Export delivers every usage record as a CloudEvent to a webhook or an NDJSON file.
 	Export Export `json:"export"`
 }
 
@@ -263,10 +263,10 @@ func (g *Gateway) validate() error {
 	if a.ReservationTTL <= 0 {
 		return fmt.Errorf("admission.reservation_ttl: must be positive, got %s", a.ReservationTTL.D())
 	}
-	if err := g.validateGWA(); err != nil {
+	if err := g.validatePolicyPlane(); err != nil {
 		return err
 	}
-	if err := g.validateGWB(); err != nil {
+	if err := g.validateMetering(); err != nil {
 		return err
 	}
 	for k := range a.FailOpen {
@@ -298,8 +298,8 @@ func defaultGateway() Gateway {
 			ReservationTTL: Duration(10 * time.Minute)}}
 }
 
-// validateGWA checks the model groups, SLO and I/O log settings.
-func (g *Gateway) validateGWA() error {
+// validatePolicyPlane checks the model groups, SLO and I/O log settings.
+func (g *Gateway) validatePolicyPlane() error {
 	groups := make([]string, 0, len(g.ModelGroups))
 	for name := range g.ModelGroups {
 		groups = append(groups, name)
@@ -417,8 +417,8 @@ func defaultExport() Export {
 		MaxBackoff: Duration(5 * time.Minute), PollInterval: Duration(time.Second), Timeout: Duration(10 * time.Second), BatchSize: 100}
 }
 
-// validateGWB checks the ledger and export settings.
-func (g *Gateway) validateGWB() error {
+// validateMetering checks the ledger and export settings.
+func (g *Gateway) validateMetering() error {
 	l := &g.Ledger
 	if l.MaxBatch < 1 || l.MaxBatch > 10000 {
 		return fmt.Errorf("ledger.max_batch: must be between 1 and 10000, got %d", l.MaxBatch)

@@ -210,9 +210,9 @@ func (a *authAuditor) flush() {
 	}
 }
 
-// initGWA builds the parts of the gateway owned by slo.go, iolog.go and the write-behind of
+// initBackground builds the parts of the gateway owned by slo.go, iolog.go and the write-behind of
 // auth.go; called by New once g.cfg, g.st, g.clk, g.log and g.auth are set.
-func (g *Gateway) initGWA(reg prometheus.Registerer) error {
+func (g *Gateway) initBackground(reg prometheus.Registerer) error {
 	tiers := slices.Sorted(maps.Keys(g.cfg.Tiers))
 	if !slices.Contains(tiers, "") {
 		tiers = append([]string{""}, tiers...)
@@ -236,9 +236,9 @@ func (g *Gateway) initGWA(reg prometheus.Registerer) error {
 	return nil
 }
 
-// closeGWA writes pending last_used_at updates and refused-authentication audit entries now and
+// closeBackground writes pending last_used_at updates and refused-authentication audit entries now and
 // stops their timers: part of Close.
-func (g *Gateway) closeGWA() {
+func (g *Gateway) closeBackground() {
 	if g.touches != nil {
 		g.touches.b.close()
 	}

@@ -242,15 +242,22 @@ func (e *exporter) drain(ctx context.Context) {
 
 // failed counts a failed delivery of ev and schedules its next attempt, or dead-letters it.
 func (e *exporter) failed(ctx context.Context, ev store.UsageEvent, cause error) error {
-	e.failures.Inc()
+	// The outbox is updated before the counters move, so whoever reads a counter sees the row
+	// in its new state.
 	attempts := ev.Attempts + 1
 	now := e.clk.Now()
-	if attempts >= e.cfg.MaxAttempts {
+	dead := attempts >= e.cfg.MaxAttempts
+	next := now.Add(e.backoff(attempts))
+	if dead {
+		next = now
+	}
+	err := e.st.FailUsageEvent(ctx, ev.ID, attempts, cause.Error(), next, dead)
+	e.failures.Inc()
+	if dead {
 		e.deadLetters.Inc()
 		e.log.Error("gateway: usage event dead-lettered", "id", ev.ID, "attempts", attempts, "err", cause)
-		return e.st.FailUsageEvent(ctx, ev.ID, attempts, cause.Error(), now, true)
 	}
-	return e.st.FailUsageEvent(ctx, ev.ID, attempts, cause.Error(), now.Add(e.backoff(attempts)), false)
+	return err
 }
 
 // backoff is the wait after the n-th failed attempt: initial_backoff * 2^(n-1), at most

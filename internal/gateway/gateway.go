@@ -120,7 +120,7 @@ func New(cfg config.Gateway, st *store.Store, secret []byte, next http.RoundTrip
 		prices: &prices{st: st, ttl: max(cfg.AuthCacheTTL.D(), time.Second)}}
 	g.auth = newAuthenticator(st, secret, cfg.AuthCacheTTL.D(), clk, log, func(reason string) { m.authFailures.WithLabelValues(reason).Inc() })
 	g.auth.cfg = &g.cfg
-	if err := g.initGWA(reg); err != nil {
+	if err := g.initBackground(reg); err != nil {
 		return nil, err
 	}
 	if err := g.initMetering(reg); err != nil {
@@ -135,7 +135,7 @@ func New(cfg config.Gateway, st *store.Store, secret []byte, next http.RoundTrip
 // closing the store.
 func (g *Gateway) Close() error {
 	g.closeMetering()
-	g.closeGWA()
+	g.closeBackground()
 	return g.backend.Close()
 }
 

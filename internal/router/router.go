@@ -335,6 +335,12 @@ func (r *Router) schedRequest(ir *openai.InferenceRequest, h http.Header) (*sche
 		Messages: ir.Messages, Objective: h.Get(openai.HeaderObjective), FairnessID: h.Get(openai.HeaderFairnessID)}
 	if len(ir.Messages) == 0 {
 		sreq.Prompt = ir.PromptText()
+		// A prompt given as one list of token ids is exactly what the engine caches (vLLM adds no
+		// BOS to it), so the precise prefix scorer can use it without tokenizing.
+		var ids []int
+		if json.Unmarshal(ir.Prompt, &ids) == nil && len(ids) > 0 {
+			sreq.TokenIDs = ids
+		}
 	}
 	if lora {
 		sreq.LoRA = ir.Model
@@ -534,7 +540,11 @@ func (r *Router) relay(w http.ResponseWriter, req *http.Request, resp *http.Resp
 	defer r.release(d)
 	ep := d.ep
 	resp.Header.Del(openai.HeaderEndpointServed)
-	w.Header().Set(openai.HeaderEndpointServed, ep.served)
+	served := ep.served
+	if c.sreq != nil && c.sreq.LoRA != "" {
+		served += ";adapter=" + c.sreq.LoRA
+	}
+	w.Header().Set(openai.HeaderEndpointServed, served)
 	r.metrics.requests.WithLabelValues(c.model, ep.name, strconv.Itoa(resp.StatusCode)).Inc()
 	scan := newUsageScanner(resp.Body)
 	resp.Body = scan

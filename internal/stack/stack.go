@@ -88,6 +88,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (st *Stack, 
 		s.router = r
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); r.Run(bg) }()
+		stopKV := startKVEventFeeds(bg, engines, r, s.registry, log.With("layer", "router"))
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); <-bg.Done(); stopKV() }()
 		top = r
 	} else if cfg.Upstream != "" {
 		u, err := url.Parse(cfg.Upstream)
@@ -122,6 +125,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (st *Stack, 
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		s.gateway = g
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); g.RunIOLogPurge(bg) }()
 		s.admin = g.AdminHandler()
 		link(g, config.LayerGateway)
 	}
@@ -147,6 +152,7 @@ func (s *Stack) startSims(clk clock.Clock) (engines []config.Engine, err error) 
 		if rc.KVEventsEndpoint, err = sim.OffsetEndpointPort(rc.KVEventsEndpoint, i); err == nil {
 			rc.KVEventsReplayEndpoint, err = sim.OffsetEndpointPort(rc.KVEventsReplayEndpoint, i)
 		}
+		rc.KVTransferPort = s.cfg.Sim.KVTransferPort + i
 		if err != nil {
 			return nil, fmt.Errorf("engine %s: %w", name, err)
 		}
@@ -163,7 +169,8 @@ func (s *Stack) startSims(clk clock.Clock) (engines []config.Engine, err error) 
 		s.serve(ln, srv)
 		s.log.Info("listening", "serves", "simulated vLLM replica", "replica", name, "url", base,
 			"model", s.cfg.Sim.ServedModelName, "gpu", s.cfg.Sim.GPU)
-		engines = append(engines, config.Engine{Name: name, URL: base, Models: []string{s.cfg.Sim.ServedModelName}, GPU: s.cfg.Sim.GPU})
+		engines = append(engines, config.Engine{Name: name, URL: base, Models: []string{s.cfg.Sim.ServedModelName},
+			GPU: s.cfg.Sim.GPU, KVEvents: srv.KVEventsEndpoint()})
 	}
 	s.Replicas = engines
 	return engines, nil

@@ -112,7 +112,7 @@ var gatewayMigrations = [][]string{
 		`CREATE INDEX io_log_time ON io_log (created_at)`,
 		`CREATE INDEX io_log_tenant_time ON io_log (tenant_id, created_at)`,
 	},
-	// 6 (GWB): the LoRA adapter a usage record was served with ('' = the base model), from the
+	// 6: the LoRA adapter a usage record was served with ('' = the base model), from the
 	// router's x-gateway-destination-endpoint-served "adapter" parameter.
 	{
 		`ALTER TABLE usage ADD COLUMN adapter TEXT NOT NULL DEFAULT ''`,

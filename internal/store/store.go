@@ -76,6 +76,9 @@ func Open(ctx context.Context, cfg config.Store) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store: open sqlite: %w", err)
 		}
+		// database/sql keeps 2 idle connections by default: concurrent readers then open and
+		// close connections constantly (each a file open plus pragmas), which stalls writers.
+		db.SetMaxIdleConns(16)
 		s = Store{db: db, dialect: SQLite}
 	case "postgres":
 		db, err := sql.Open("pgx", cfg.DSN)

@@ -368,7 +368,7 @@ func TestModelsHealthTokenize(t *testing.T) {
 
 	for _, tc := range []struct{ name, body, want string }{
 		{"prompt with BOS", `{"model":"` + testModel + `","prompt":"Hello world","return_token_strs":true}`,
-			`{"count":3,"max_model_len":8192,"tokens":[128000,9906,1917],"token_strs":["<|begin_of_text|>","Hello"," world"]}`},
+			`{"count":3,"max_model_len":8192,"tokens":[128000,9906,1917],"token_strs":["<|begin_of_text|>","Hello","Ġworld"]}`},
 		{"prompt without special tokens", `{"prompt":"Hello world","add_special_tokens":false}`,
 			`{"count":2,"max_model_len":8192,"tokens":[9906,1917],"token_strs":null}`},
 		{"messages", `{"messages":[{"role":"user","content":"Hello there"}]}`,
