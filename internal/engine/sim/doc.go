@@ -10,10 +10,12 @@
 //     template, BOS and EOS, chosen by the model profile); deterministic answers of English words
 //     that re-tokenize to themselves, cut by stop, stop_token_ids, min_tokens and ignore_eos as
 //     vLLM's sampling parameters do (generate.go);
-//   - the engine core (core.go): a waiting queue, continuous batching under max_num_seqs and a
-//     token budget with chunked prefill, a paged KV cache with ref-counted blocks, prefix caching
-//     over full blocks keyed by vLLM's sha256_cbor hash chain (hash.go), LRU eviction of cached
-//     free blocks (kvcache.go) and preemption by recompute (vllm/v1/core/);
+//   - the engine core (sim.Engine: engine.go, core.go; P/D in kvtransfer.go): a waiting queue,
+//     continuous batching under max_num_seqs and a token budget with chunked prefill, a paged KV
+//     cache with ref-counted blocks, prefix caching over full blocks keyed by vLLM's sha256_cbor
+//     hash chain (hash.go), LRU eviction of cached free blocks (kvcache.go) and preemption by
+//     recompute (vllm/v1/core/);
+//   - prefill/decode disaggregation with vLLM NixlConnector's kv_transfer_params (kvtransfer.go);
 //   - a roofline latency model per GPU and model profile (profile.go), advanced on an injected
 //     clock scaled by time_scale, so the same code runs in real and in virtual time;
 //   - vLLM's Prometheus metrics, on a registry per replica (vllm/v1/metrics/loggers.py);
